@@ -1,0 +1,23 @@
+# Two entry points that set themselves up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a CUDA machine install your torch first and set TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+
+$(BIN)/mova: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(BIN)/mova
+
+.PHONY: setup demo test
+setup: $(BIN)/mova
+
+demo: setup
+	$(BIN)/mova ask examples/ --prompts examples/prompts.jsonl -m tiny-random -o examples/out.jsonl --overwrite
+	@echo "wrote examples/out.jsonl (tiny-random: the answers are random text)" >&2
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
