@@ -28,7 +28,8 @@ class ExpertConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready values (tuples become lists, so a JSON round trip compares equal)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 class VisionExpert(nn.Module):
