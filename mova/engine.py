@@ -5,14 +5,23 @@ routing pass, experts run sparsely on the sub-batch that chose them (cached per 
 MoV-Adapter with per-item routing masks, the answer pass.
 """
 
-from collections.abc import Callable
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from PIL import Image
 
-from .routing import RoutingDecision
+from .errors import ConfigError, InputError, MoVAError
+from .experts import BASE_PREPROCESS_KEY
+from .language_model import generate, splice_image_features
+from .pretrained import LoadedModel
+from .routing import RoutingDecision, force_routing, parse_routing_answer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,3 +82,264 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class EngineStats:
+    """Work actually done, counted (tests assert on it; benchmarks print it)."""
+
+    base_images: int = 0  # pages encoded by the base CLIP encoder
+    text_encodings: int = 0  # questions encoded by BERT
+    routing_items: int = 0  # requests that went through the routing pass
+    expert_images: dict[str, int] = field(default_factory=dict)  # pages each expert ran on
+    answer_items: int = 0
+
+
+@dataclass
+class _Page:
+    """Everything computed for one page (image_key), reused by every prompt on it."""
+
+    image: Image.Image | None = None
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # preprocessed, by key; dropped after a batch
+    base: torch.Tensor | None = None  # (N, C)
+    experts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, C_e), aligned
+
+
+@dataclass
+class _Item:
+    request: Request
+    result: Result
+    decision: RoutingDecision | None = None
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        self.result.error = ErrorInfo(stage=stage, type=type(exc).__name__, message=str(exc) or repr(exc))
+
+
+class _LRU(OrderedDict):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get_or_create(self, key: str, factory: Callable[[], Any]) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = factory()
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+        return value
+
+
+class Engine:
+    """Streams results for requests, batching every stage and reusing features across prompts.
+
+    Args:
+        loaded: the model and processor (``mova.load_model``).
+        batch_size: requests per batch (every stage; experts run on the sub-batch that chose them).
+        cache_pages: pages whose features stay cached (on the model's device) for later prompts.
+        cache_questions: question features (BERT) kept for reuse.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, batch_size: int = 8, cache_pages: int = 32, cache_questions: int = 256):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.config = loaded.model.config
+        self.batch_size = batch_size
+        self.stats = EngineStats()
+        self._pages: _LRU = _LRU(max(cache_pages, batch_size))
+        self._questions: _LRU = _LRU(max(cache_questions, batch_size))
+
+    # --- public ----------------------------------------------------------------------------------------
+    def run(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Results in request order, one batch at a time (streamed as each batch finishes)."""
+        batch: list[Request] = []
+        for request in requests:
+            batch.append(request)
+            if len(batch) == self.batch_size:
+                yield from self._run_batch(batch)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch)
+
+    # --- batch pipeline --------------------------------------------------------------------------------
+    def _run_batch(self, requests: list[Request]) -> list[Result]:
+        items = [_Item(request, Result(tag=request.tag)) for request in requests]
+        enabled = self.config.enabled_experts
+        self._stage("read", items, self._read)
+        self._stage("encode", items, self._encode_base)
+        self._stage("encode", items, self._encode_questions)
+        to_route = []
+        for item in self._live(items):
+            if item.request.experts is None and self.config.routing.enabled:
+                to_route.append(item)
+            else:
+                try:
+                    item.decision = force_routing(item.request.experts or (), enabled)
+                except MoVAError as exc:
+                    item.fail("route", exc)
+        self._stage("route", to_route, self._route)
+        for item in self._live(items):
+            item.result.routing = item.decision
+        to_answer = [item for item in self._live(items) if not item.request.route_only]
+        self._stage("experts", to_answer, self._encode_experts)
+        groups: dict[GenerationConfig, list[_Item]] = {}
+        for item in self._live(to_answer):
+            groups.setdefault(item.request.generation, []).append(item)
+        for group in groups.values():
+            self._stage("answer", group, self._answer)
+        for item in items:
+            page = self._pages.get(item.request.image_key)
+            if page is not None:
+                page.inputs.clear()  # preprocessed pixels are cheap to redo and large to keep
+        return [item.result for item in items]
+
+    @staticmethod
+    def _live(items: list[_Item]) -> list[_Item]:
+        return [item for item in items if item.result.error is None]
+
+    def _stage(self, stage: str, items: list[_Item], fn: Callable[[list[_Item]], None]) -> None:
+        """Run ``fn`` on the live items; on failure split the batch until the failing items are alone.
+
+        This isolates a bad item from its batch and is also the out-of-memory back-off (halving).
+        """
+        items = self._live(items)
+        if not items:
+            return
+        start = time.perf_counter()
+        try:
+            fn(items)
+        except Exception as exc:  # NOTE: deliberate: any failure is isolated and reported per item
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            if len(items) == 1:
+                logger.debug("%s failed for one item", stage, exc_info=True)
+                items[0].fail(stage, exc)
+                return
+            half = len(items) // 2
+            self._stage(stage, items[:half], fn)
+            self._stage(stage, items[half:], fn)
+            return
+        elapsed = (time.perf_counter() - start) * 1000
+        for item in items:
+            item.result.timings_ms[stage] = item.result.timings_ms.get(stage, 0.0) + elapsed
+
+    def _page(self, item: _Item) -> _Page:
+        return self._pages.get_or_create(item.request.image_key, _Page)
+
+    def _inputs(self, page: _Page, keys: list[str]) -> dict[str, torch.Tensor]:
+        missing = [key for key in keys if key not in page.inputs]
+        if missing:
+            if page.image is None:
+                raise InputError("the page image is no longer available to preprocess")
+            page.inputs.update(self.processor.preprocess(page.image, missing))
+        return {key: page.inputs[key] for key in keys}
+
+    # --- stages ------------------------------------------------------------------------------------------
+    def _read(self, items: list[_Item]) -> None:
+        for item in items:
+            page = self._page(item)
+            page.inputs.update(item.request.pixel_values)
+            if page.image is None:
+                image = item.request.image
+                page.image = image() if callable(image) else image
+
+    def _encode_base(self, items: list[_Item]) -> None:
+        pages = self._unique_pages(item for item in items if self._page(item).base is None)
+        if not pages:
+            return
+        pixels = torch.stack([self._inputs(page, [BASE_PREPROCESS_KEY])[BASE_PREPROCESS_KEY] for page in pages])
+        features = self.model.encode_base(pixels)
+        for page, row in zip(pages, features, strict=True):
+            page.base = row
+        self.stats.base_images += len(pages)
+
+    def _encode_questions(self, items: list[_Item]) -> None:
+        questions = list(dict.fromkeys(i.request.prompt for i in items if i.request.prompt not in self._questions))
+        if not questions:
+            return
+        input_ids, attention_mask = self.processor.text_inputs(questions)
+        features = self.model.encode_text(input_ids, attention_mask)
+        for question, row in zip(questions, features, strict=True):
+            self._questions.get_or_create(question, lambda row=row: row)
+        self.stats.text_encodings += len(questions)
+
+    def _unique_pages(self, items: Iterable[_Item]) -> list[_Page]:
+        pages: dict[str, _Page] = {}
+        for item in items:
+            pages.setdefault(item.request.image_key, self._page(item))
+        return list(pages.values())
+
+    def _base_and_text(self, items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        base = torch.stack([self._page(item).base for item in items])
+        text = torch.stack([self._questions.get_or_create(item.request.prompt, _missing) for item in items])
+        return base, text
+
+    def _route(self, items: list[_Item]) -> None:
+        base, text = self._base_and_text(items)
+        mask = torch.zeros(len(items), len(self.config.enabled_experts))
+        tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text))
+        prompt = splice_image_features(
+            self.model.language_model, [self.processor.routing_ids(i.request.prompt) for i in items], tokens
+        )
+        outputs = generate(
+            self.model.language_model,
+            prompt,
+            eos_token_id=self.processor.eos_token_id,
+            max_new_tokens=self.config.routing.max_new_tokens,
+        )
+        for item, tokens_out in zip(items, outputs, strict=True):
+            text_out = self.processor.decode(tokens_out)
+            item.decision = parse_routing_answer(text_out, self.config.enabled_experts)
+            item.result.router_tokens = len(tokens_out)
+        self.stats.routing_items += len(items)
+
+    def _encode_experts(self, items: list[_Item]) -> None:
+        for name in self.config.enabled_experts:
+            chosen = [item for item in items if name in item.decision.experts]
+            pages = self._unique_pages(item for item in chosen if name not in self._page(item).experts)
+            if not pages:
+                continue
+            key = self.processor.expert_keys[name]
+            pixels = torch.stack([self._inputs(page, [key])[key] for page in pages])
+            features = self.model.encode_expert(name, pixels)
+            for page, row in zip(pages, features, strict=True):
+                page.experts[name] = row
+            self.stats.expert_images[name] = self.stats.expert_images.get(name, 0) + len(pages)
+
+    def _answer(self, items: list[_Item]) -> None:
+        enabled = self.config.enabled_experts
+        base, text = self._base_and_text(items)
+        mask = torch.tensor([[float(name in item.decision.experts) for name in enabled] for item in items])
+        expert_features = {}
+        for name in enabled:
+            rows = [self._page(item).experts[name] for item in items if name in item.decision.experts]
+            if rows:
+                expert_features[name] = torch.stack(rows)
+        tokens = self.model.fuse(base, expert_features, mask, text)
+        prompt = splice_image_features(
+            self.model.language_model, [self.processor.answer_ids(i.request.prompt) for i in items], tokens
+        )
+        options = items[0].request.generation
+        outputs = generate(
+            self.model.language_model,
+            prompt,
+            eos_token_id=self.processor.eos_token_id,
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+        )
+        for item, length, tokens_out in zip(items, prompt.lengths, outputs, strict=True):
+            item.result.answer = self.processor.decode(tokens_out)
+            item.result.prompt_tokens = length
+            item.result.answer_tokens = len(tokens_out)
+        self.stats.answer_items += len(items)
+
+
+def _missing() -> torch.Tensor:
+    raise InputError("question features were evicted before use; raise cache_questions above the batch size")
+
+
+__all__ = ["Engine", "EngineStats", "ErrorInfo", "GenerationConfig", "Request", "Result"]

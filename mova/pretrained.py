@@ -1,0 +1,178 @@
+"""Resolve a model spec (local directory, hub id, or ``tiny-random``) into a ready model + processor."""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_state, parse_dtype, read_config, save_state
+from .config import MoVAConfig
+from .errors import CheckpointError
+from .modeling import MoVAModel
+from .processing import MoVAProcessor
+from .tokenization import (
+    build_tiny_bert_tokenizer,
+    build_tiny_llama_tokenizer,
+    load_bert_tokenizer,
+    load_llama_tokenizer,
+)
+
+logger = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
+TEXT_TOKENIZER_DIR = "text_tokenizer"  # where our checkpoints keep the BERT vocabulary
+# Files of the hub repo that inference needs; its experts/ folder only serves upstream's constructor.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "text_tokenizer/*"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, with what produced it (for records and manifests)."""
+
+    model: MoVAModel
+    processor: MoVAProcessor
+    source: str
+    revision: str | None = None
+
+    @property
+    def config(self) -> MoVAConfig:
+        return self.model.config
+
+
+def _finish(model: MoVAModel, *, device: torch.device | str, dtype: torch.dtype) -> MoVAModel:
+    model.to(device=device, dtype=dtype)
+    model.reset_buffers(device)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def build_tiny(seed: int = 0, *, attn_implementation: str = "sdpa") -> tuple[MoVAModel, object, object]:
+    """A seeded random tiny MoVA (all 7 experts) and its two tokenizers, built in-process.
+
+    Its answers are random text: it exists for tests and offline demos.
+    """
+    config = MoVAConfig.from_name(TINY_RANDOM)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.device("cpu"):
+            model = MoVAModel(config, attn_implementation=attn_implementation)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    tokenizer = build_tiny_llama_tokenizer(config.text["vocab_size"])
+    text_tokenizer = build_tiny_bert_tokenizer(config.adapter.text_encoder["vocab_size"])
+    return model, tokenizer, text_tokenizer
+
+
+def save_tiny_checkpoint(
+    path: str | Path, *, layout: str = "released", seed: int = 0, max_shard_bytes: int | None = None
+) -> Path:
+    """Write a tiny random checkpoint (weights, config, both tokenizers) in the released layout or ours."""
+    path = Path(path)
+    model, tokenizer, text_tokenizer = build_tiny(seed)
+    save_state(model, path, layout=layout, max_shard_bytes=max_shard_bytes, text_encoder_tokenizer=TEXT_TOKENIZER_DIR)
+    tokenizer.save_pretrained(path)
+    text_tokenizer.save_pretrained(path / TEXT_TOKENIZER_DIR)
+    return path
+
+
+def resolve_checkpoint(
+    spec: str, *, allow_download: bool = False, revision: str | None = None, cache_dir: str | None = None
+) -> tuple[Path, str | None]:
+    """A local directory for ``spec`` (a path, or a hub id found in the HF cache or downloaded).
+
+    Raises:
+        CheckpointError: not a directory and not available from the hub cache (naming what to do).
+    """
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        return local, None
+    if local.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise CheckpointError(f"model {spec!r} is not a directory and not a hub id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        path = snapshot_download(
+            spec,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=_HUB_PATTERNS,
+            local_files_only=offline or not allow_download,
+        )
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        how = "downloads are off (HF_HUB_OFFLINE)" if offline or not allow_download else f"download failed: {exc}"
+        raise CheckpointError(
+            f"model {spec!r} is not in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')})"
+            f" and {how}. Download it once with `huggingface-cli download {spec}` on a machine with network,"
+            " or pass a local copy with -m /path/to/checkpoint"
+        ) from exc
+    return Path(path), revision
+
+
+def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool):
+    candidates = [path / TEXT_TOKENIZER_DIR]
+    if values_hint:
+        candidates.insert(0, path / values_hint)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return load_bert_tokenizer(candidate)
+    if values_hint and values_hint.count("/") <= 1 and not Path(values_hint).is_absolute():
+        # The release names the hub id "bert-large-uncased"; its vocabulary is not in the checkpoint.
+        try:
+            bert_path, _ = resolve_checkpoint(
+                values_hint if "/" in values_hint else f"google-bert/{values_hint}", allow_download=allow_download
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"the question encoder's vocabulary ({values_hint}) is not in {path}: put its vocab.txt in "
+                f"{path / TEXT_TOKENIZER_DIR}/ or make it available in the Hugging Face cache. ({exc})"
+            ) from exc
+        return load_bert_tokenizer(bert_path)
+    raise CheckpointError(f"no question-encoder tokenizer in {path} (expected {TEXT_TOKENIZER_DIR}/vocab.txt)")
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    attn_implementation: str = "sdpa",
+    allow_download: bool = False,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load a MoVA model ready for inference.
+
+    Args:
+        spec: a checkpoint directory (released layout or ours), a hub id, or ``"tiny-random"``.
+        device, dtype: where and in which precision the weights live.
+        allow_download: fetch a hub id that is not cached (never done implicitly by the library).
+    """
+    torch_dtype = parse_dtype(dtype)
+    if spec == TINY_RANDOM:
+        model, tokenizer, text_tokenizer = build_tiny(seed, attn_implementation=attn_implementation)
+        model = _finish(model, device=device, dtype=torch_dtype)
+        return LoadedModel(model, MoVAProcessor(model.config, tokenizer, text_tokenizer), TINY_RANDOM)
+    path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
+    config, layout = read_config(path)
+    tokenizer = load_llama_tokenizer(path)
+    hint = None
+    if layout == "released":
+        import json
+
+        hint = json.loads((path / "config.json").read_text()).get("mm_projector_text_encoder")
+    text_tokenizer = _text_tokenizer(path, hint, allow_download)
+    with torch.device("meta"):
+        model = MoVAModel(config, attn_implementation=attn_implementation)
+    load_state(model, path, dtype=torch_dtype, layout=layout)
+    model = _finish(model, device=device, dtype=torch_dtype)
+    return LoadedModel(model, MoVAProcessor(config, tokenizer, text_tokenizer), spec, revision)
+
+
+__all__ = ["DEFAULT_MODEL", "TINY_RANDOM", "LoadedModel", "build_tiny", "load_model", "resolve_checkpoint", "save_tiny_checkpoint"]

@@ -1,0 +1,92 @@
+"""MoVAProcessor: pages and questions -> the tensors and token ids the model takes.
+
+Each preprocess key (``clip`` for the base encoder, one per distinct expert input) is computed at
+most once per image, and only for the experts that will run.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+import torch
+from PIL import Image
+
+from .config import MoVAConfig
+from .constants import IMAGE_TOKEN_INDEX
+from .conversation import build_prompt
+from .errors import InputError
+from .experts import BASE_PREPROCESS_KEY, get_expert
+from .routing import build_routing_question
+from .tokenization import bert_text, tokenize_with_image
+
+
+def _base_preprocess(image: Image.Image, config: MoVAConfig) -> torch.Tensor:
+    from .base_encoder import ClipBaseEncoder
+
+    return ClipBaseEncoder.preprocess(image, config.base_encoder, pad_to_square=config.image_aspect_ratio == "pad")
+
+
+class MoVAProcessor:
+    """Turns images and questions into model inputs for one config and its two tokenizers."""
+
+    def __init__(self, config: MoVAConfig, tokenizer, text_tokenizer) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.text_tokenizer = text_tokenizer
+        pad = config.image_aspect_ratio == "pad"
+        self._preprocessors: dict[str, Callable[[Image.Image], torch.Tensor]] = {
+            BASE_PREPROCESS_KEY: partial(_base_preprocess, config=config)
+        }
+        self.expert_keys: dict[str, str] = {}
+        for name in config.enabled_experts:
+            cls = get_expert(name)
+            self.expert_keys[name] = cls.preprocess_key
+            if cls.preprocess_key not in self._preprocessors:
+                self._preprocessors[cls.preprocess_key] = partial(
+                    cls.preprocess, config=config.expert_config(name), pad_to_square=pad
+                )
+        eos = tokenizer.convert_tokens_to_ids(config.eos_token)
+        if eos is None or eos == tokenizer.unk_token_id:
+            raise InputError(f"tokenizer has no {config.eos_token!r} token")
+        self.eos_token_id: int = eos
+
+    # --- images ----------------------------------------------------------------------------------------
+    def keys_for(self, experts: Iterable[str]) -> list[str]:
+        """Preprocess keys needed by the base encoder and ``experts`` (base first, no repeats)."""
+        keys = [BASE_PREPROCESS_KEY]
+        for name in experts:
+            key = self.expert_keys[name]
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+    def preprocess(self, image: Image.Image, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """One RGB page -> {key: float32 tensor without batch dim} for each requested key."""
+        if image.mode != "RGB":
+            # NOTE: upstream calls .convert("RGB") (alpha dropped, not composited); kept for parity.
+            image = image.convert("RGB")
+        return {key: self._preprocessors[key](image) for key in keys}
+
+    # --- text ------------------------------------------------------------------------------------------
+    def answer_ids(self, question: str) -> list[int]:
+        return tokenize_with_image(build_prompt(question, self.config.conv_template), self.tokenizer, IMAGE_TOKEN_INDEX)
+
+    def routing_ids(self, question: str) -> list[int]:
+        routed = build_routing_question(question, self.config.enabled_experts)
+        return tokenize_with_image(build_prompt(routed, self.config.conv_template), self.tokenizer, IMAGE_TOKEN_INDEX)
+
+    def text_inputs(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT input ids and attention mask (B, T) for the question encoder (spec 5.2)."""
+        encoded = self.text_tokenizer(
+            [bert_text(q) for q in questions],
+            padding="longest",
+            truncation=True,
+            max_length=self.config.adapter.text_max_length,
+            return_tensors="pt",
+        )
+        return encoded["input_ids"], encoded["attention_mask"]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
+
+
+__all__ = ["MoVAProcessor"]
