@@ -1,0 +1,148 @@
+"""The batched engine gives the same tokens as one-at-a-time runs (float32, greedy), and counts its work."""
+
+import pytest
+import torch
+from PIL import Image
+
+import mova
+from mova import Engine, GenerationConfig, Request
+
+QUESTIONS = [
+    "What is the title of this chart?",
+    "Describe the image.",
+    "How many bars are there, and which one is the tallest of all of them?",
+    "Read the text.",
+]
+SIZES = [(64, 64), (90, 40), (33, 71), (120, 80), (17, 17)]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return mova.load_model("tiny-random")
+
+
+def _image(index: int) -> Image.Image:
+    generator = torch.Generator().manual_seed(index)
+    w, h = SIZES[index % len(SIZES)]
+    pixels = torch.randint(0, 256, (h, w, 3), generator=generator, dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy())
+
+
+def _requests(experts_for=lambda i: None, max_new_tokens: int = 6) -> list[Request]:
+    requests = []
+    for i in range(10):
+        page = i % 4
+        requests.append(
+            Request(
+                image_key=f"page-{page}",
+                image=lambda page=page: _image(page),
+                prompt=QUESTIONS[(i * 3) % len(QUESTIONS)],
+                experts=experts_for(i),
+                generation=GenerationConfig(max_new_tokens=max_new_tokens),
+                tag=i,
+            )
+        )
+    return requests
+
+
+FORCED = [("dinov2",), ("vary_sam_b", "pix2struct"), (), ("codetr", "deplot", "biomedclip"), ("sam_h",), None]
+
+
+def _forced(i):
+    return FORCED[i % len(FORCED)]
+
+
+def _summary(results):
+    return [
+        (r.tag, r.error, r.routing, r.answer, r.prompt_tokens, r.router_tokens, r.answer_tokens) for r in results
+    ]
+
+
+@pytest.mark.parametrize("experts_for", [lambda i: None, _forced], ids=["routed", "mixed-forced"])
+def test_batch_sizes_give_identical_tokens(loaded, experts_for):
+    reference = _summary(Engine(loaded, batch_size=1).run(_requests(experts_for)))
+    assert all(r[1] is None for r in reference)
+    for batch_size in (3, 8):
+        assert _summary(Engine(loaded, batch_size=batch_size).run(_requests(experts_for))) == reference
+
+
+def test_results_come_back_in_request_order_with_tags(loaded):
+    results = list(Engine(loaded, batch_size=3).run(_requests()))
+    assert [r.tag for r in results] == list(range(10))
+
+
+def test_forced_experts_skip_the_routing_pass(loaded):
+    engine = Engine(loaded, batch_size=4)
+    results = list(engine.run(_requests(lambda i: ("dinov2", "sam_h"))))
+    assert engine.stats.routing_items == 0
+    assert all(r.routing.forced and r.routing.experts == ("dinov2", "sam_h") for r in results)
+    assert all(r.router_tokens == 0 for r in results)
+
+
+def test_unchosen_experts_never_run_and_each_page_runs_an_expert_once(loaded):
+    engine = Engine(loaded, batch_size=8)
+    list(engine.run(_requests(_forced)))
+    chosen_pages = {}
+    for i, request in enumerate(_requests(_forced)):
+        for name in request.experts or ():
+            chosen_pages.setdefault(name, set()).add(request.image_key)
+    assert engine.stats.expert_images == {name: len(pages) for name, pages in chosen_pages.items()}
+    assert engine.stats.base_images == 4  # 10 prompts on 4 pages
+    assert engine.stats.text_encodings == len({r.prompt for r in _requests()})
+
+
+def test_cached_features_equal_fresh_computation(loaded):
+    cached = _summary(Engine(loaded, batch_size=8).run(_requests(_forced)))
+    fresh = [_summary(Engine(loaded, batch_size=1).run([request]))[0] for request in _requests(_forced)]
+    assert cached == fresh
+
+
+def test_no_expert_equals_the_routing_mask_of_zeros(loaded):
+    results = list(Engine(loaded, batch_size=2).run(_requests(lambda i: ())))
+    assert all(r.routing.experts == () and r.answer is not None for r in results)
+
+
+def test_route_only_returns_the_choice_without_an_answer(loaded):
+    requests = _requests()
+    for r in requests:
+        r.route_only = True
+    engine = Engine(loaded, batch_size=4)
+    results = list(engine.run(requests))
+    assert all(r.answer is None and r.routing is not None and not r.routing.forced for r in results)
+    assert engine.stats.answer_items == 0 and sum(engine.stats.expert_images.values()) == 0
+
+
+def test_one_failing_item_does_not_sink_its_batch(loaded):
+    good = _summary(Engine(loaded, batch_size=1).run(_requests(_forced)))
+    requests = _requests(_forced)
+
+    def broken():
+        raise OSError("disk on fire")
+
+    requests[3].image = broken
+    requests[3].image_key = "broken-page"
+    requests[6].experts = ("no_such_expert",)
+    results = list(Engine(loaded, batch_size=8).run(requests))
+    assert results[3].error.stage == "read" and "disk on fire" in results[3].error.message
+    assert results[6].error.stage == "route" and "no_such_expert" in results[6].error.message
+    others = [i for i in range(10) if i not in (3, 6)]
+    assert [_summary(results)[i] for i in others] == [good[i] for i in others]
+
+
+def test_a_failure_inside_a_batched_stage_is_isolated_by_splitting(loaded, monkeypatch):
+    good = _summary(Engine(loaded, batch_size=1).run(_requests(_forced)))
+    processor = loaded.processor
+    original = processor.answer_ids
+
+    def answer_ids(question):
+        if question == QUESTIONS[2]:
+            raise RuntimeError("tokenizer exploded")
+        return original(question)
+
+    monkeypatch.setattr(processor, "answer_ids", answer_ids)
+    results = _summary(Engine(loaded, batch_size=8).run(_requests(_forced)))
+    for i, request in enumerate(_requests(_forced)):
+        if request.prompt == QUESTIONS[2]:
+            assert results[i][1].stage == "answer" and results[i][1].type == "RuntimeError"
+        else:
+            assert results[i] == good[i]
