@@ -1,0 +1,12 @@
+"""The ``mova`` commands, one module each; ``mova_cli.main`` registers them.
+
+Command modules import only click and ``mova_cli.options`` at the top, so ``mova --help`` stays fast;
+everything else is imported inside the command bodies.
+"""
+
+
+class SetupError(Exception):
+    """The run cannot start or go on: the model, the output file or the environment (exit code 3)."""
+
+
+__all__ = ["SetupError"]

@@ -1,0 +1,53 @@
+"""``mova experts``: the vision experts MoVA can route to, from the library's registry."""
+
+import json
+from typing import Any
+
+import click
+
+from ..options import verbosity_options
+
+
+def expert_rows() -> list[dict[str, Any]]:
+    """One row per registered expert, in router-letter order (the registry's order)."""
+    import torch
+
+    from mova.experts import EXPERTS, expert_letter
+
+    rows = []
+    for name, cls in EXPERTS.items():
+        with torch.device("meta"):  # real-size module, no memory: only its output width is read
+            channels = cls(cls.config_class()).out_channels
+        rows.append(
+            {
+                "letter": expert_letter(name),
+                "name": name,
+                "channels": channels,
+                "checkpoint_prefix": None
+                if cls.legacy_index is None
+                else f"model.vision_tower.vision_tower_{cls.legacy_index}.",
+                "description": cls.description,
+                "routing_description": cls.routing_description,
+            }
+        )
+    return rows
+
+
+@click.command(name="experts")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@verbosity_options
+def experts(as_json: bool) -> None:
+    """List the vision experts: router letter, name, output channels, description.
+
+    The router picks experts by letter (A, B, ...); `mova ask --experts` accepts letters or names.
+    CLIP ViT-L/14 is the base encoder: always on, so not listed.
+    """
+    rows = expert_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    headers = ("LETTER", "NAME", "CHANNELS", "DESCRIPTION")
+    table = [(r["letter"], r["name"], str(r["channels"]), r["description"]) for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers[:-1])]
+    for row in [headers, *table]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])

@@ -1,0 +1,182 @@
+"""``mova inspect MODEL``: what a model is made of, what it weighs, and whether a checkpoint fits it."""
+
+import json
+import math
+from typing import Any
+
+import click
+
+from ..options import verbosity_options
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MAX_LISTED_KEYS = 10
+
+
+def _component(name: str) -> str:
+    """The component of a state-dict name in our layout (``experts.<id>`` keeps the expert id)."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "experts" else parts[0]
+
+
+def _config_summary(config: Any) -> dict[str, Any]:
+    text, base, adapter = config.text, config.base_encoder, config.adapter
+    return {
+        "name": config.name,
+        "language_model": {
+            key: text.get(key)
+            for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "vocab_size")
+        },
+        "base_encoder": {
+            key: base.get(key)
+            for key in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "select_layer")
+        },
+        "experts": list(config.enabled_experts),
+        "adapter": {
+            "grid_size": adapter.grid_size,
+            "num_layers": adapter.num_layers,
+            "image_tokens": adapter.num_tokens,
+        },
+        "routing": {"enabled": config.routing.enabled, "max_new_tokens": config.routing.max_new_tokens},
+        "conv_template": config.conv_template,
+    }
+
+
+def _coverage(path: Any, expected: dict[str, tuple[int, ...]], layout: str) -> dict[str, Any]:
+    from mova.checkpoint import iter_tensors
+
+    found: dict[str, tuple[int, ...]] = {name: tuple(tensor.shape) for name, tensor in iter_tensors(path)}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = sorted(
+        f"{name}: checkpoint {found[name]} vs model {expected[name]}"
+        for name in set(found) & set(expected)
+        if found[name] != expected[name]
+    )
+    return {
+        "layout": layout,
+        "expected": len(expected),
+        "present": len(expected) - len(missing),
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "shape_mismatches": len(mismatched),
+        "first_missing": missing[:MAX_LISTED_KEYS],
+        "first_unexpected": unexpected[:MAX_LISTED_KEYS],
+        "first_shape_mismatches": mismatched[:MAX_LISTED_KEYS],
+    }
+
+
+def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) -> dict[str, Any]:
+    """Everything ``mova inspect`` prints, as data.
+
+    Args:
+        spec: a preset name (``mova-8b``, ``tiny-random``), a checkpoint directory, or a cached hub id.
+        offline: never download a hub id.
+        check_keys: read the checkpoint's tensor names and shapes and compare them with the model's.
+    """
+    from mova.checkpoint import read_config
+    from mova.config import PRESETS, MoVAConfig
+    from mova.parameter_table import parameter_table
+    from mova.pretrained import resolve_checkpoint
+
+    path, layout = None, "preset"
+    if spec in PRESETS:
+        config = MoVAConfig.from_name(spec)
+    else:
+        path, _ = resolve_checkpoint(spec, allow_download=not offline)
+        config, layout = read_config(path)
+    ours = parameter_table(config, layout="mova")
+    components: dict[str, dict[str, int]] = {}
+    for name, shape in ours:
+        entry = components.setdefault(_component(name), {"tensors": 0, "parameters": 0})
+        entry["tensors"] += 1
+        entry["parameters"] += math.prod(shape)
+    total = sum(c["parameters"] for c in components.values())
+    report: dict[str, Any] = {
+        "model": spec,
+        "path": None if path is None else str(path),
+        "layout": layout,
+        "config": _config_summary(config),
+        "components": components,
+        "total_parameters": total,
+        "weight_bytes": {dtype: total * size for dtype, size in DTYPE_BYTES.items()},
+        "coverage": None,
+    }
+    if path is not None and check_keys:
+        expected = dict(parameter_table(config, layout=layout))
+        report["coverage"] = _coverage(path, expected, layout)
+    return report
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    config = report["config"]
+    where = f" ({report['path']})" if report["path"] else ""
+    click.echo(f"model: {report['model']}{where}, layout: {report['layout']}, config: {config['name']}")
+    llm, base, adapter = config["language_model"], config["base_encoder"], config["adapter"]
+    click.echo(
+        f"language model: {llm['num_hidden_layers']} layers, hidden {llm['hidden_size']}, "
+        f"{llm['num_attention_heads']} heads ({llm['num_key_value_heads']} kv), vocab {llm['vocab_size']}"
+    )
+    click.echo(
+        f"base encoder: CLIP {base['num_hidden_layers']} layers, hidden {base['hidden_size']}, "
+        f"{base['image_size']} px, patch {base['patch_size']}"
+    )
+    click.echo(f"experts ({len(config['experts'])}): {', '.join(config['experts']) or 'none'}")
+    click.echo(
+        f"adapter: {adapter['num_layers']} blocks on a {adapter['grid_size']}x{adapter['grid_size']} grid, "
+        f"{adapter['image_tokens']} image tokens; routing pass: " + ("on" if config["routing"]["enabled"] else "off")
+    )
+    click.echo("")
+    total = report["total_parameters"]
+    width = max(len(name) for name in report["components"])
+    click.echo(f"{'COMPONENT'.ljust(width)}  {'TENSORS':>8}  {'PARAMETERS':>15}  {'SHARE':>6}")
+    for name, entry in report["components"].items():
+        share = 100 * entry["parameters"] / total if total else 0.0
+        click.echo(f"{name.ljust(width)}  {entry['tensors']:>8}  {entry['parameters']:>15,}  {share:>5.1f}%")
+    click.echo(f"{'total'.ljust(width)}  {'':>8}  {total:>15,}")
+    click.echo("")
+    click.echo(
+        "weight memory: " + ", ".join(f"{dtype} {_human_bytes(size)}" for dtype, size in report["weight_bytes"].items())
+    )
+    coverage = report["coverage"]
+    if coverage is None:
+        click.echo("key coverage: no checkpoint (a preset); pass a checkpoint directory to check one")
+        return
+    click.echo(
+        f"key coverage ({coverage['layout']} layout): {coverage['present']}/{coverage['expected']} expected tensors "
+        f"present, {coverage['missing']} missing, {coverage['unexpected']} unexpected, "
+        f"{coverage['shape_mismatches']} shape mismatches"
+    )
+    for label, key in (
+        ("missing", "first_missing"),
+        ("unexpected", "first_unexpected"),
+        ("shape", "first_shape_mismatches"),
+    ):
+        for name in coverage[key]:
+            click.echo(f"  {label}: {name}")
+
+
+@click.command(name="inspect")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-keys", is_flag=True, help="Skip reading the checkpoint's tensors (key coverage).")
+@verbosity_options
+def inspect_model(model: str, as_json: bool, no_keys: bool) -> None:
+    """Summarise MODEL: config, parameters per component, weight memory per dtype, key coverage.
+
+    MODEL is a preset (mova-8b, tiny-random), a checkpoint directory (released layout or ours), or a
+    hub id already in the local Hugging Face cache (nothing is downloaded). For a checkpoint, every
+    tensor name and shape is compared with what the model expects in that checkpoint's layout.
+    """
+    report = inspect_report(model, offline=True, check_keys=not no_keys)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_report(report)

@@ -1,0 +1,159 @@
+"""JSON Lines I/O that survives crashes: whole-line appends, torn-tail detection, '-' for stdout.
+
+orjson is imported here and nowhere else. A record is written with one ``write`` of one complete
+line, so a killed process leaves either the whole line or a torn last line, never a half line in the
+middle; readers drop a torn last line, and ``repair`` truncates it before a resumed run appends.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+STDOUT = "-"
+DEFAULT_FSYNC_EVERY = 64
+
+
+class JsonlError(ValueError):
+    """A JSON Lines file has a broken line that is not a torn last line."""
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """One record as one UTF-8 line ending in a newline (key order kept, NaN becomes null)."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def loads(line: bytes | str) -> Any:
+    """Parse one JSON value (raises ``orjson.JSONDecodeError``, a ``ValueError``)."""
+    return orjson.loads(line)
+
+
+@dataclass
+class ReadResult:
+    """What ``read_jsonl`` found.
+
+    Attributes:
+        records: the parsed objects of every complete line, in file order.
+        good_size: byte length of the complete, parseable prefix; the file should end there.
+        torn: text of a torn last line (no newline, or unparseable), None when the file is clean.
+    """
+
+    records: list[Any] = field(default_factory=list)
+    good_size: int = 0
+    torn: str | None = None
+
+
+def read_jsonl(path: str | Path) -> ReadResult:
+    """Read every line of a JSONL file, detecting a torn last line.
+
+    Blank lines are skipped. A last line without its newline, or one that does not parse, counts as
+    torn (a killed writer); any other unparseable line is corruption.
+
+    Raises:
+        JsonlError: a line before the last one does not parse (the message names its line number).
+    """
+    data = Path(path).read_bytes()
+    result = ReadResult()
+    complete = data.rfind(b"\n") + 1  # bytes up to and including the last newline
+    tail = data[complete:]
+    lines = data[:complete].split(b"\n")[:-1]
+    offset = 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                result.records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                if number == len(lines) and not tail.strip():
+                    # The last line is broken although it ends in a newline: still a torn write.
+                    result.good_size = offset
+                    result.torn = line.decode("utf-8", errors="replace")
+                    return result
+                raise JsonlError(f"{path}: line {number} is not valid JSON ({exc})") from exc
+        offset += len(line) + 1
+    result.good_size = offset
+    if tail.strip():
+        result.torn = tail.decode("utf-8", errors="replace")
+    return result
+
+
+def repair(path: str | Path) -> ReadResult:
+    """Read ``path`` and truncate a torn last line so that appends start on a fresh line."""
+    result = read_jsonl(path)
+    if result.torn is not None:
+        logger.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(result.torn))
+        os.truncate(path, result.good_size)
+    return result
+
+
+def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Atomically replace ``path`` with ``records`` (temporary file, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(b"".join(dumps(r) for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class JsonlWriter:
+    """Appends records to a file (or stdout for ``'-'``), one whole line per ``write`` call.
+
+    Every line is flushed as it is written; a file is also fsynced every ``fsync_every`` records and
+    on ``close``. Use as a context manager.
+    """
+
+    def __init__(self, target: str | Path, *, overwrite: bool = False, fsync_every: int = DEFAULT_FSYNC_EVERY):
+        self.target = str(target)
+        self.fsync_every = max(1, fsync_every)
+        self.count = 0
+        self._fd: int | None = None
+        self._stream: BinaryIO | None = None
+        if self.target == STDOUT:
+            # Looked up now, not at import time, so redirected stdout (tests, pipes) is honoured.
+            self._stream = sys.stdout.buffer
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if overwrite else 0)
+            self._fd = os.open(self.target, flags, 0o644)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = dumps(record)
+        if self._stream is not None:
+            self._stream.write(line)
+            self._stream.flush()
+        else:
+            assert self._fd is not None, "write after close"
+            view = memoryview(line)
+            while view:
+                # A regular-file write is whole in practice; loop in case the kernel returns short.
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if (self.count + 1) % self.fsync_every == 0:
+                os.fsync(self._fd)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+        elif self._stream is not None:
+            self._stream.flush()
+            self._stream = None
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = ["STDOUT", "JsonlError", "JsonlWriter", "ReadResult", "dumps", "loads", "read_jsonl"]

@@ -1,0 +1,116 @@
+"""The ``mova`` root command: global options, command registration, and exit codes.
+
+This is the one place where exceptions become exit codes:
+
+====  =====================================================================
+0     every item ok
+1     some items failed (their error records are written; summary on stderr)
+2     usage error (bad option, bad value, unknown expert)
+3     model or setup failure (model not found, output not writable ...)
+130   interrupted (Ctrl-C); every record written so far is complete
+====  =====================================================================
+
+Nothing heavy is imported at module level: ``mova --help`` loads neither torch nor transformers.
+"""
+
+import errno
+import logging
+import sys
+from enum import IntEnum
+from typing import Any
+
+import click
+
+from .commands import SetupError
+from .commands.ask import ask
+from .commands.experts import experts
+from .commands.init_tiny import init_tiny
+from .commands.inspect import inspect_model
+from .options import get_verbosity, verbosity_options
+
+logger = logging.getLogger(__name__)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ITEMS_FAILED = 1
+    USAGE = 2
+    SETUP = 3
+    INTERRUPTED = 130
+
+
+def _error(message: str, code: ExitCode) -> click.ClickException:
+    exc = click.ClickException(message)
+    exc.exit_code = int(code)
+    return exc
+
+
+def _library_error_code(exc: BaseException) -> ExitCode | None:
+    """Exit code for a ``mova`` library error, None for anything else.
+
+    ``mova.errors`` is looked up in ``sys.modules`` rather than imported: if the library was never
+    imported, the exception cannot come from it (and importing it would load torch).
+    """
+    errors = sys.modules.get("mova.errors")
+    if errors is None or not isinstance(exc, errors.MoVAError):
+        return None
+    return ExitCode.USAGE if isinstance(exc, errors.UnknownExpertError) else ExitCode.SETUP
+
+
+class MovaGroup(click.Group):
+    """A group that maps what its commands raise or return onto the exit codes above."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nmova: interrupted; every record written so far is complete.", err=True)
+            raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except SetupError as exc:
+            logger.debug("setup failure", exc_info=True)
+            raise _error(str(exc), ExitCode.SETUP) from exc
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # click quiets a closed stdout (e.g. `mova ask ... | head`)
+            logger.debug("setup failure", exc_info=True)
+            raise _error(str(exc), ExitCode.SETUP) from exc
+        except Exception as exc:
+            code = _library_error_code(exc)
+            if code is None:
+                raise
+            logger.debug("library error", exc_info=True)
+            raise _error(str(exc), code) from exc
+        from .progress import Summary
+
+        if isinstance(result, Summary) and not result.all_ok:
+            raise click.exceptions.Exit(ExitCode.ITEMS_FAILED)
+        return result
+
+
+@click.group(cls=MovaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", package_name="mova", prog_name="mova", message="%(prog)s %(version)s")
+@verbosity_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Ask MoVA (a mixture-of-vision-experts model) questions about images, PDFs and charts.
+
+    For each page and each question, MoVA first routes: it picks which expert vision encoders fit the
+    question (document, chart, medical, detection, segmentation, general), then answers with their
+    features fused in. Every answer is one JSON line that also says which experts were used.
+
+    \b
+    Exit codes: 0 ok, 1 some items failed, 2 usage error, 3 model/setup failure, 130 interrupted.
+    """
+    from .progress import configure_logging
+
+    configure_logging(get_verbosity(ctx).level)
+
+
+cli.add_command(ask)
+cli.add_command(experts)
+cli.add_command(inspect_model)
+cli.add_command(init_tiny)
+
+__all__ = ["ExitCode", "cli"]

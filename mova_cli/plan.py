@@ -1,0 +1,368 @@
+"""What a run will do: prompts (``-p`` and ``--prompts`` JSONL) x source units -> jobs with stable ids.
+
+A job's ``id`` is a content hash of everything that decides its answer: the page's content hash (file
+bytes + page + render settings, from ``sources``), the prompt text, the generation and routing
+parameters, and the model id and revision. It is the resume key: renaming or moving files does not
+redo work, any change to what the model sees or how it decodes does.
+"""
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import jsonl
+
+# --- page selections ----------------------------------------------------------------------------
+
+_PAGE_ITEM = re.compile(r"^(-?\d+)(?:\s*(-)\s*(-?\d+)?)?$")
+
+
+@dataclass(frozen=True)
+class PageSelection:
+    """Pages chosen by a spec such as ``1-3,7,-1``.
+
+    Attributes:
+        ranges: inclusive ``(first, last)`` pairs, 1-based; negative numbers count from the end
+            (-1 is the last page); ``last=None`` means "to the end".
+        text: the spec as written.
+    """
+
+    ranges: tuple[tuple[int, int | None], ...]
+    text: str
+
+    def resolve(self, page_count: int) -> list[int]:
+        """The selected 1-based page numbers of a document with ``page_count`` pages, sorted, unique.
+
+        Pages past the end are ignored (``1-3`` of a 2-page PDF is pages 1 and 2).
+        """
+
+        def absolute(number: int) -> int:
+            return number if number > 0 else page_count + 1 + number
+
+        pages: set[int] = set()
+        for first, last in self.ranges:
+            start = absolute(first)
+            stop = page_count if last is None else absolute(last)
+            pages.update(p for p in range(max(start, 1), min(stop, page_count) + 1))
+        return sorted(pages)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_pages(text: str) -> PageSelection:
+    """Parse ``1-3,7,-1``, ``5-`` (5 to the end) or ``-3--1`` (the last three pages).
+
+    Raises:
+        ValueError: the spec is empty, has page 0, or an item that is not a number or range.
+    """
+    ranges: list[tuple[int, int | None]] = []
+    for raw in str(text).split(","):
+        item = raw.strip()
+        match = _PAGE_ITEM.match(item)
+        if not match:
+            raise ValueError(f"invalid page range {item!r} in {text!r}; use e.g. 1-3,7,-1")
+        first = int(match.group(1))
+        last: int | None = first if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
+        if first == 0 or last == 0:
+            raise ValueError(f"page numbers start at 1 (negative ones count from the end): {item!r}")
+        if last is not None and (first > 0) == (last > 0) and last < first:
+            raise ValueError(f"page range {item!r} runs backwards")
+        ranges.append((first, last))
+    return PageSelection(tuple(ranges), str(text).strip())
+
+
+# --- prompts ------------------------------------------------------------------------------------
+
+NATIVE_KEYS = ("id", "prompt", "file", "pages")
+REFERENCE_KEYS = ("question_id", "image", "text")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One question to ask.
+
+    Attributes:
+        id: the user's id (from the JSONL ``id``/``question_id``, or ``p1``, ``p2`` ... for ``-p``).
+        text: the question.
+        file: the only input this prompt applies to (absolute path), None = every PATH input.
+        pages: the pages of that input (or of every PDF input) it applies to; None = all selected.
+        line: 1-based line of the prompts file it came from (None for ``-p``).
+    """
+
+    id: str
+    text: str
+    file: str | None = None
+    pages: PageSelection | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class PromptProblem:
+    """A prompts-file line that cannot be used; it becomes an error record."""
+
+    path: str
+    line: int
+    message: str
+    raw: str
+
+    @property
+    def id(self) -> str:
+        return "sha256:" + hashlib.sha256(f"prompt-line\n{self.line}\n{self.raw}".encode()).hexdigest()
+
+
+def prompts_from_options(texts: Sequence[str]) -> list[PromptSpec]:
+    """``-p`` prompts, numbered ``p1``, ``p2`` ... in the order given."""
+    return [PromptSpec(id=f"p{i}", text=text) for i, text in enumerate(texts, start=1)]
+
+
+def _resolve_file(name: str, image_folder: str | None) -> str:
+    path = Path(name).expanduser()
+    if not path.is_absolute() and image_folder is not None:
+        path = Path(image_folder) / path
+    return str(path.absolute())
+
+
+def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None) -> PromptSpec:
+    """One JSONL object -> PromptSpec; raises ValueError with a message fit for the user."""
+    if "question_id" in obj or ("text" in obj and "prompt" not in obj):
+        # The reference's question files: {"question_id", "image", "text", ...}; extra keys are ignored.
+        missing = [key for key in ("question_id", "text") if key not in obj]
+        if missing:
+            raise ValueError(f"missing key {missing[0]!r} (reference format needs {', '.join(REFERENCE_KEYS)})")
+        prompt_id, text, file, pages = obj["question_id"], obj["text"], obj.get("image"), None
+    else:
+        unknown = sorted(set(obj) - set(NATIVE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; known: {', '.join(NATIVE_KEYS)}")
+        if "prompt" not in obj:
+            raise ValueError("missing key 'prompt'")
+        prompt_id, text, file, pages = obj.get("id", f"line{line}"), obj["prompt"], obj.get("file"), obj.get("pages")
+    if not isinstance(prompt_id, str | int) or isinstance(prompt_id, bool):
+        raise ValueError(f"id must be a string or an integer, got {type(prompt_id).__name__}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the prompt must be a non-empty string")
+    if file is not None and (not isinstance(file, str) or not file):
+        raise ValueError("file must be a non-empty string")
+    selection = None
+    if pages is not None:
+        if isinstance(pages, int) and not isinstance(pages, bool):
+            pages = str(pages)
+        elif isinstance(pages, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in pages) and pages:
+            pages = ",".join(str(p) for p in pages)
+        if not isinstance(pages, str):
+            raise ValueError("pages must be a string like '1-3,7,-1', an integer or a list of integers")
+        selection = parse_pages(pages)
+    return PromptSpec(
+        id=str(prompt_id),
+        text=text,
+        file=None if file is None else _resolve_file(file, image_folder),
+        pages=selection,
+        line=line,
+    )
+
+
+def load_prompts(path: str | Path, *, image_folder: str | None = None) -> tuple[list[PromptSpec], list[PromptProblem]]:
+    """Read a prompts JSONL file: our format or the reference's question format, line by line.
+
+    Our format: ``{"id", "prompt", "file"?, "pages"?}``; no ``file`` means every PATH input. The
+    reference's: ``{"question_id", "image", "text"}`` with ``image`` relative to ``image_folder``
+    (relative ``file`` values are resolved against it too, else against the working directory).
+    Blank lines are skipped; every other unusable line becomes a ``PromptProblem`` naming its line.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    name = str(path)
+    prompts: list[PromptSpec] = []
+    problems: list[PromptProblem] = []
+    seen: dict[str, int] = {}
+    with open(path, "rb") as handle:
+        data = handle.read()
+    for number, raw_bytes in enumerate(data.split(b"\n"), start=1):
+        if not raw_bytes.strip():
+            continue
+        raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r")
+        try:
+            try:
+                obj = jsonl.loads(raw_bytes)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            prompt = _prompt_from_object(obj, number, image_folder)
+            if prompt.id in seen:
+                raise ValueError(f"duplicate id {prompt.id!r} (first used on line {seen[prompt.id]})")
+        except ValueError as exc:
+            problems.append(PromptProblem(path=name, line=number, message=f"{name}:{number}: {exc}", raw=raw))
+            continue
+        seen[prompt.id] = number
+        prompts.append(prompt)
+    return prompts, problems
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The parameters that change an answer (they go into every job id).
+
+    Attributes:
+        max_new_tokens, temperature, top_p, seed: decoding of the answer pass.
+        experts: ``auto``, ``none`` or the forced names joined by commas.
+        route_only: the routing pass only.
+        model_id, model_revision: which weights.
+    """
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float | None
+    seed: int
+    experts: str
+    route_only: bool
+    model_id: str
+    model_revision: str | None = None
+
+    def hash_fields(self) -> dict[str, Any]:
+        greedy = self.temperature == 0
+        return {
+            "max_new_tokens": None if self.route_only else self.max_new_tokens,
+            "temperature": float(self.temperature),
+            # Greedy decoding ignores top_p and the seed: changing them must not redo finished work.
+            "top_p": None if greedy else self.top_p,
+            "seed": None if greedy else self.seed,
+            "experts": self.experts,
+            "route_only": self.route_only,
+            "model": self.model_id,
+            "revision": self.model_revision,
+        }
+
+
+def job_id(unit_hash: str, prompt_text: str, params: RunParams) -> str:
+    """``sha256:<hex>`` over the unit's content hash, the prompt text and the run parameters."""
+    payload = {"unit": unit_hash, "prompt": prompt_text, **params.hash_fields()}
+    return "sha256:" + hashlib.sha256(jsonl.dumps(payload)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (source unit, prompt) pair, or a prompts-file line that could not be used.
+
+    Attributes:
+        id: the resume key (see ``job_id``).
+        unit: the ``SourceUnit`` (None for a prompt problem); an error unit makes an error record.
+        prompt: the prompt (None for a prompt problem).
+        problem: the unusable prompts line, if this job only reports one.
+    """
+
+    id: str
+    unit: Any = None
+    prompt: PromptSpec | None = None
+    problem: PromptProblem | None = None
+
+
+def _unit_key(unit: Any) -> tuple[str, int | None]:
+    return str(Path(unit.path).absolute()), unit.page
+
+
+def _applies(prompt: PromptSpec, unit: Any) -> bool:
+    if prompt.pages is None or (getattr(unit, "error", None) is not None and unit.page is None):
+        return True
+    if unit.page is None:  # a single image counts as page 1 of 1
+        return 1 in prompt.pages.resolve(1)
+    return unit.page in prompt.pages.resolve(unit.page_count or unit.page)
+
+
+@dataclass
+class Plan:
+    """The jobs of a run in output order, and how many were already done."""
+
+    jobs: list[Job] = field(default_factory=list)
+    skipped: int = 0
+
+
+def build_jobs(
+    units: Iterable[Any],
+    prompts: Sequence[PromptSpec],
+    params: RunParams,
+    *,
+    file_units: Iterable[Any] = (),
+    problems: Sequence[PromptProblem] = (),
+) -> list[Job]:
+    """Pair units with the prompts that apply to them, unit-major (so prompts on one page are adjacent).
+
+    Args:
+        units: the PATH inputs' units, in discovery order; prompts without ``file`` apply to them.
+        prompts: every prompt, in order.
+        params: the run parameters (for the ids).
+        file_units: units of the files named by prompts (matched by absolute path).
+        problems: unusable prompt lines; each becomes one job listed first.
+
+    Returns:
+        The jobs; a (unit, prompt) pair reached twice (a file named both ways) is listed once.
+    """
+    jobs = [Job(id=problem.id, problem=problem) for problem in problems]
+    general = [p for p in prompts if p.file is None]
+    by_file: dict[str, list[PromptSpec]] = {}
+    for prompt in prompts:
+        if prompt.file is not None:
+            by_file.setdefault(prompt.file, []).append(prompt)
+    ordered: dict[tuple[str, int | None], tuple[Any, list[PromptSpec]]] = {}
+    for unit in units:
+        ordered.setdefault(_unit_key(unit), (unit, []))[1].extend(general)
+    for unit in file_units:
+        key = _unit_key(unit)
+        ordered.setdefault(key, (unit, []))[1].extend(by_file.get(key[0], []))
+    seen: set[str] = set()
+    for unit, unit_prompts in ordered.values():
+        for prompt in unit_prompts:
+            if not _applies(prompt, unit):
+                continue
+            identity = job_id(unit.content_hash, prompt.text, params)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            jobs.append(Job(id=identity, unit=unit, prompt=prompt))
+    return jobs
+
+
+def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retry_failed: bool) -> Plan:
+    """Drop the jobs whose records are already in the output (resume).
+
+    Args:
+        jobs: the planned jobs.
+        previous: records read from the output file.
+        retry_failed: redo jobs whose last record is an error (else any record counts as done).
+    """
+    status: dict[str, str] = {}
+    for record in previous:
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            status[record["id"]] = record.get("status", "")
+    plan = Plan()
+    for job in jobs:
+        done = status.get(job.id)
+        if done == "ok" or (done is not None and not retry_failed):
+            plan.skipped += 1
+        else:
+            plan.jobs.append(job)
+    return plan
+
+
+__all__ = [
+    "Job",
+    "PageSelection",
+    "Plan",
+    "PromptProblem",
+    "PromptSpec",
+    "RunParams",
+    "build_jobs",
+    "filter_done",
+    "job_id",
+    "load_prompts",
+    "parse_pages",
+    "prompts_from_options",
+]

@@ -1,0 +1,121 @@
+"""Everything the CLI tells a human: logging setup, the progress bar and the end-of-run summary.
+
+All of it goes to stderr; stdout is reserved for data. ``-q`` silences the bar and the summary's
+success line (failures are still reported), ``-v``/``-vv`` raise the log level.
+"""
+
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LISTED_FAILURES = 5
+
+
+class _StderrHandler(logging.Handler):
+    """Writes through tqdm so log lines do not break an active bar; finds ``sys.stderr`` at emit time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise into the program
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Route ``mova`` and ``mova_cli`` logs (and warnings) to stderr.
+
+    Args:
+        verbosity: -1 quiet (errors only), 0 warnings, 1 info, 2+ debug.
+    """
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+@dataclass
+class Summary:
+    """Counts of one run; the root command turns ``failed > 0`` into exit code 1.
+
+    Attributes:
+        ok: records written with status ok.
+        failed: error records written.
+        skipped: planned items already in the output (resume).
+        previous_failed: of those, the ones whose record is an error (not retried this run).
+        failures: (reason, where) of each error record, reason being ``stage/type``.
+    """
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    previous_failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def all_ok(self) -> bool:
+        """No item of the plan has an error record, written now or earlier."""
+        return not (self.failed or self.previous_failed)
+
+    def add_ok(self) -> None:
+        self.ok += 1
+
+    def add_failure(self, reason: str, where: str) -> None:
+        self.failed += 1
+        self.failures.append((reason, where))
+
+    def report(self, *, quiet: bool) -> None:
+        """Print the final summary on stderr (only the failures when ``quiet``)."""
+        elapsed = time.monotonic() - self.started
+        done = self.ok + self.failed
+        if not quiet:
+            rate = done / elapsed if elapsed > 0 else 0.0
+            print(
+                f"mova: {self.ok} ok, {self.failed} failed, {self.skipped} already done"
+                f" in {elapsed:.1f} s ({rate:.2f} items/s)",
+                file=sys.stderr,
+            )
+        if self.previous_failed:
+            print(
+                f"mova: {self.previous_failed} item(s) failed in an earlier run; --retry-failed redoes them",
+                file=sys.stderr,
+            )
+        if not self.failures:
+            return
+        by_reason: dict[str, list[str]] = {}
+        for reason, where in self.failures:
+            by_reason.setdefault(reason, []).append(where)
+        print(f"mova: {self.failed} item(s) failed:", file=sys.stderr)
+        for reason, count in Counter(r for r, _ in self.failures).most_common():
+            places = list(dict.fromkeys(by_reason[reason]))
+            shown = ", ".join(places[:MAX_LISTED_FAILURES])
+            more = f" and {len(places) - MAX_LISTED_FAILURES} more" if len(places) > MAX_LISTED_FAILURES else ""
+            print(f"  {count} x {reason}: {shown}{more}", file=sys.stderr)
+
+
+def progress_bar(total: int, *, quiet: bool) -> Any:
+    """A tqdm bar on stderr counting ``total`` items, with rate and ETA (disabled when ``quiet``)."""
+    from tqdm import tqdm  # imported here: logging setup must not slow down `mova --help`
+
+    return tqdm(
+        total=total,
+        unit="item",
+        desc="mova",
+        file=sys.stderr,
+        disable=quiet,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+__all__ = ["Summary", "configure_logging", "progress_bar"]

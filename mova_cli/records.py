@@ -1,0 +1,227 @@
+"""Jobs and engine results -> ``mova.answer/1`` records (spec/CLI.md 3.3).
+
+Every record has every key, always in the same order; values that do not apply are null. Only the
+``run`` and ``timing_ms`` fields differ between two identical runs.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .plan import Job, RunParams
+
+SCHEMA = "mova.answer/1"
+STAGES = ("discover", "read", "render", "prompt", "route", "answer", "write")
+# Engine stage names -> the record's vocabulary: preprocessing is part of reading the page, the base
+# encoding is the first step of the routing pass, and the experts are part of the answer pass.
+_ENGINE_STAGES = {"preprocess": "read", "encode": "route", "experts": "answer"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model that answered: what ``model`` says in every record."""
+
+    id: str
+    revision: str | None = None
+    dtype: str | None = None
+    quant: str | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What differs between runs (dropped when comparing two runs)."""
+
+    run_id: str
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What is the same for every record of a run."""
+
+    params: RunParams
+    model: ModelInfo
+    run: RunInfo
+    mova_version: str
+
+
+def _source(job: Job) -> dict[str, Any]:
+    if job.problem is not None:
+        path = job.problem.path
+        return {
+            "path": path,
+            "rel_path": Path(path).name,
+            "sha256": None,
+            "bytes": None,
+            "kind": "prompts",
+            "page": None,
+            "page_count": None,
+            "page_label": None,
+        }
+    unit = job.unit
+    return {
+        "path": str(unit.path),
+        "rel_path": getattr(unit, "rel_path", None),
+        "sha256": getattr(unit, "sha256", None),
+        "bytes": getattr(unit, "bytes", None),
+        "kind": getattr(unit, "kind", None),
+        "page": unit.page,
+        "page_count": getattr(unit, "page_count", None),
+        "page_label": getattr(unit, "page_label", None),
+    }
+
+
+def _render(job: Job, size: tuple[int, int] | None) -> dict[str, Any]:
+    unit = job.unit
+    dpi = getattr(unit, "dpi", None) if unit is not None else None
+    return {
+        "dpi": dpi,
+        "width": size[0] if size else None,
+        "height": size[1] if size else None,
+        "degraded": False,
+    }
+
+
+def _prompt(job: Job) -> dict[str, Any]:
+    if job.prompt is None:
+        return {"id": None, "text": None, "system": None}
+    return {"id": job.prompt.id, "text": job.prompt.text, "system": None}
+
+
+def _gen(params: RunParams) -> dict[str, Any]:
+    return {
+        "temperature": float(params.temperature),
+        "top_p": params.top_p,
+        "num_beams": 1,
+        "max_new_tokens": params.max_new_tokens,
+        "seed": params.seed,
+    }
+
+
+def _timing(timings: dict[str, float] | None, load_ms: float | None) -> dict[str, Any]:
+    timings = timings or {}
+    route = timings.get("route")
+    answer = sum(timings.get(stage, 0.0) for stage in ("experts", "answer")) if "answer" in timings else None
+    total = (load_ms or 0.0) + sum(timings.values())
+    return {
+        "load": None if load_ms is None else round(load_ms),
+        "route": None if route is None else round(route),
+        "answer": None if answer is None else round(answer),
+        "total": round(total),
+    }
+
+
+def build_record(
+    job: Job,
+    context: RecordContext,
+    *,
+    status: str,
+    answer: str | None = None,
+    routing: Any = None,
+    gate: Any = None,
+    error: dict[str, Any] | None = None,
+    usage: tuple[int, int, int] | None = None,
+    timings_ms: dict[str, float] | None = None,
+    load_ms: float | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """One record, keys in schema order.
+
+    Args:
+        job: what was asked.
+        context: run-wide values.
+        status: ``ok`` or ``error``.
+        answer: the answer text (None for errors and ``--route-only``).
+        routing: a ``RoutingDecision`` (experts, letters, raw_text, forced) or None.
+        gate: MoV-Adapter gate weights, when the engine reports them.
+        error: ``{"stage", "type", "message"}`` for error records.
+        usage: (prompt, router, answer) token counts.
+        timings_ms: per-stage engine timings.
+        load_ms: time spent reading and rendering the page.
+        image_size: (width, height) of the page image the model saw.
+    """
+    ok = status == "ok"
+    experts = None
+    if ok and routing is not None:
+        experts = {
+            "chosen": list(routing.experts),
+            "letters": list(routing.letters),
+            "router_text": None if routing.forced else routing.raw_text,
+            "forced": bool(routing.forced),
+            "gate": gate,
+        }
+    prompt_tokens, router_tokens, answer_tokens = usage if usage else (None, None, None)
+    return {
+        "schema": SCHEMA,
+        "id": job.id,
+        "source": _source(job),
+        "render": _render(job, image_size),
+        "prompt": _prompt(job),
+        "status": status,
+        "answer": answer if ok else None,
+        "experts": experts,
+        "error": None if error is None else {**error, "retries": error.get("retries", 0)},
+        "gen": _gen(context.params),
+        "usage": {"prompt_tokens": prompt_tokens, "router_tokens": router_tokens, "answer_tokens": answer_tokens},
+        "timing_ms": _timing(timings_ms, load_ms),
+        "model": {
+            "id": context.model.id,
+            "revision": context.model.revision,
+            "dtype": context.model.dtype,
+            "quant": context.model.quant,
+        },
+        "run": {
+            "run_id": context.run.run_id,
+            "rank": context.run.rank,
+            "world_size": context.run.world_size,
+            "retries": 0,
+        },
+        "mova_version": context.mova_version,
+    }
+
+
+def error_fields(stage: str, type_name: str, message: str) -> dict[str, Any]:
+    """The ``error`` object of a record (engine stage names are mapped to the record's)."""
+    return {"stage": _ENGINE_STAGES.get(stage, stage), "type": type_name, "message": message, "retries": 0}
+
+
+def record_from_result(job: Job, result: Any, context: RecordContext, **extra: Any) -> dict[str, Any]:
+    """A record for an engine ``Result`` (ok or error)."""
+    if result.error is not None:
+        error = error_fields(result.error.stage, result.error.type, result.error.message)
+        return build_record(job, context, status="error", error=error, timings_ms=result.timings_ms, **extra)
+    return build_record(
+        job,
+        context,
+        status="ok",
+        answer=result.answer,
+        routing=result.routing,
+        gate=result.gate_weights,
+        usage=(result.prompt_tokens, result.router_tokens, result.answer_tokens),
+        timings_ms=result.timings_ms,
+        **extra,
+    )
+
+
+def failure_reason(record: dict[str, Any]) -> tuple[str, str]:
+    """(``stage/type``, ``path[:page]``) of an error record, for the end-of-run summary."""
+    error = record["error"] or {}
+    source = record["source"] or {}
+    where = str(source.get("path"))
+    if source.get("page") is not None:
+        where += f":{source['page']}"
+    return f"{error.get('stage')}/{error.get('type')}", where
+
+
+__all__ = [
+    "SCHEMA",
+    "STAGES",
+    "ModelInfo",
+    "RecordContext",
+    "RunInfo",
+    "build_record",
+    "error_fields",
+    "failure_reason",
+    "record_from_result",
+]

@@ -1,0 +1,179 @@
+"""Planning: page ranges, prompts JSONL (both formats, line-numbered errors), job ids, resume filtering."""
+
+import json
+from dataclasses import dataclass, replace
+
+import pytest
+
+from mova_cli.plan import (
+    RunParams,
+    build_jobs,
+    filter_done,
+    job_id,
+    load_prompts,
+    parse_pages,
+    prompts_from_options,
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The fields of a SourceUnit that planning reads."""
+
+    path: str
+    page: int | None
+    page_count: int | None
+    content_hash: str
+    error: object = None
+
+
+PARAMS = RunParams(
+    max_new_tokens=64, temperature=0.0, top_p=None, seed=0, experts="auto", route_only=False, model_id="m"
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "expected"),
+    [
+        ("1-3,7,-1", 10, [1, 2, 3, 7, 10]),
+        ("-1", 4, [4]),
+        ("-3--1", 5, [3, 4, 5]),
+        ("2-", 4, [2, 3, 4]),
+        ("1-3", 2, [1, 2]),  # past the end: ignored
+        ("9", 3, []),
+        ("3,1,3", 5, [1, 3]),
+        (" 2 - 3 , 5 ", 6, [2, 3, 5]),
+    ],
+)
+def test_page_selection_resolves_against_the_page_count(spec, count, expected):
+    assert parse_pages(spec).resolve(count) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "0", "a", "1-0", "3-1", "1,,2", "1-2-3", "1.5"])
+def test_bad_page_specs_are_rejected(spec):
+    with pytest.raises(ValueError):
+        parse_pages(spec)
+
+
+def test_prompts_jsonl_both_formats_and_line_numbered_problems(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    lines = [
+        json.dumps({"id": "total", "prompt": "What is the total?"}),  # 1
+        json.dumps({"id": 7, "prompt": "Page two?", "file": "doc.pdf", "pages": "2"}),  # 2
+        "",  # 3: blank, skipped
+        '{"id": "x", "prompt": ',  # 4: invalid JSON
+        json.dumps(["not", "an", "object"]),  # 5
+        json.dumps({"id": "y"}),  # 6: no prompt
+        json.dumps({"id": "z", "prompt": "q", "promt": "typo"}),  # 7: unknown key
+        json.dumps({"id": "total", "prompt": "again"}),  # 8: duplicate id
+        json.dumps({"question_id": 12, "image": "a.png", "text": "What colour?", "category": "x"}),  # 9
+        json.dumps({"id": "p", "prompt": "   "}),  # 10: empty prompt
+        json.dumps({"id": "q", "prompt": "q", "pages": "0-2"}),  # 11: bad pages
+        json.dumps({"id": "r", "prompt": "q", "pages": [1, 3]}),  # 12
+    ]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    prompts, problems = load_prompts(path, image_folder=str(folder))
+
+    assert [(p.id, p.line) for p in prompts] == [("total", 1), ("7", 2), ("12", 9), ("r", 12)]
+    assert prompts[0].file is None and prompts[0].pages is None
+    assert prompts[1].file == str(folder / "doc.pdf") and prompts[1].pages.resolve(3) == [2]
+    assert prompts[2].text == "What colour?" and prompts[2].file == str(folder / "a.png")
+    assert prompts[3].pages.resolve(5) == [1, 3]
+
+    assert [p.line for p in problems] == [4, 5, 6, 7, 8, 10, 11]
+    for problem in problems:
+        assert problem.message.startswith(f"{path}:{problem.line}: ")
+    messages = {p.line: p.message for p in problems}
+    assert "not valid JSON" in messages[4]
+    assert "'prompt'" in messages[6]
+    assert "'promt'" in messages[7]
+    assert "first used on line 1" in messages[8]
+    # Problem ids are stable and distinct (they are resume keys of the error records).
+    assert len({p.id for p in problems}) == len(problems)
+    assert [p.id for p in load_prompts(path, image_folder=str(folder))[1]] == [p.id for p in problems]
+
+
+def test_option_prompts_are_numbered():
+    prompts = prompts_from_options(["a?", "b?"])
+    assert [(p.id, p.text, p.file) for p in prompts] == [("p1", "a?", None), ("p2", "b?", None)]
+
+
+def test_job_id_is_a_stable_sha256_that_changes_with_every_input():
+    base = job_id("unit-hash", "What?", PARAMS)
+    assert base.startswith("sha256:") and len(base) == len("sha256:") + 64
+    assert int(base.removeprefix("sha256:"), 16) >= 0
+    assert job_id("unit-hash", "What?", replace(PARAMS)) == base
+    changed = [
+        job_id("other-unit", "What?", PARAMS),
+        job_id("unit-hash", "What ?", PARAMS),
+        job_id("unit-hash", "What?", replace(PARAMS, max_new_tokens=65)),
+        job_id("unit-hash", "What?", replace(PARAMS, temperature=0.5)),
+        job_id("unit-hash", "What?", replace(PARAMS, experts="none")),
+        job_id("unit-hash", "What?", replace(PARAMS, route_only=True)),
+        job_id("unit-hash", "What?", replace(PARAMS, model_id="other")),
+        job_id("unit-hash", "What?", replace(PARAMS, model_revision="abc")),
+    ]
+    assert len(set(changed)) == len(changed) and base not in changed
+
+
+def test_seed_and_top_p_only_count_when_sampling():
+    assert job_id("u", "q", replace(PARAMS, seed=5, top_p=0.9)) == job_id("u", "q", PARAMS)
+    sampling = replace(PARAMS, temperature=0.7)
+    assert job_id("u", "q", replace(sampling, seed=5)) != job_id("u", "q", sampling)
+    assert job_id("u", "q", replace(sampling, top_p=0.9)) != job_id("u", "q", sampling)
+
+
+def test_jobs_are_unit_major_and_file_prompts_only_reach_their_file(tmp_path):
+    a = str(tmp_path / "a.pdf")
+    b = str(tmp_path / "b.png")
+    units = [Unit(a, 1, 2, "a1"), Unit(a, 2, 2, "a2"), Unit(b, None, None, "b")]
+    general = prompts_from_options(["q1", "q2"])
+    only_b = replace(general[0], id="fb", text="about b", file=b)
+    only_a2 = replace(general[0], id="fa", text="about a p2", file=a, pages=parse_pages("-1"))
+    prompts = [*general, only_b, only_a2]
+    jobs = build_jobs(units, prompts, PARAMS, file_units=[units[0], units[1], units[2]])
+    pairs = [(job.unit.content_hash, job.prompt.id) for job in jobs]
+    assert pairs == [
+        ("a1", "p1"),
+        ("a1", "p2"),
+        ("a2", "p1"),
+        ("a2", "p2"),
+        ("a2", "fa"),
+        ("b", "p1"),
+        ("b", "p2"),
+        ("b", "fb"),
+    ]
+    assert [job.id for job in jobs] == [
+        job_id(h, p.text, PARAMS) for h, p in [(j.unit.content_hash, j.prompt) for j in jobs]
+    ]
+
+
+def test_identical_pages_with_the_same_prompt_are_planned_once(tmp_path):
+    units = [Unit(str(tmp_path / "a.png"), None, None, "same"), Unit(str(tmp_path / "copy.png"), None, None, "same")]
+    jobs = build_jobs(units, prompts_from_options(["q"]), PARAMS)
+    assert len(jobs) == 1
+
+
+def test_prompt_problems_become_the_first_jobs(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "ok"}\nbroken\n')
+    prompts, problems = load_prompts(path)
+    jobs = build_jobs([Unit(str(tmp_path / "x.png"), None, None, "x")], prompts, PARAMS, problems=problems)
+    assert jobs[0].problem is problems[0] and jobs[0].id == problems[0].id
+    assert jobs[1].prompt.text == "ok"
+
+
+def test_resume_skips_done_items_and_retry_failed_redoes_errors(tmp_path):
+    units = [Unit(str(tmp_path / f"{i}.png"), None, None, f"h{i}") for i in range(4)]
+    jobs = build_jobs(units, prompts_from_options(["q"]), PARAMS)
+    previous = [
+        {"id": jobs[0].id, "status": "ok"},
+        {"id": jobs[1].id, "status": "error"},
+        {"id": "sha256:not-planned", "status": "ok"},
+    ]
+    plan = filter_done(jobs, previous, retry_failed=False)
+    assert [j.id for j in plan.jobs] == [jobs[2].id, jobs[3].id] and plan.skipped == 2
+    plan = filter_done(jobs, previous, retry_failed=True)
+    assert [j.id for j in plan.jobs] == [jobs[1].id, jobs[2].id, jobs[3].id] and plan.skipped == 1
