@@ -270,7 +270,9 @@ def load_state(model: torch.nn.Module, path: str | Path, *, dtype: torch.dtype, 
             if key not in expected:
                 unexpected.append(name)
                 continue
-            state[key] = value.to(dtype) if value.is_floating_point() else value
+            # NOTE: a fresh allocation per tensor: safetensors/mmap views can be misaligned, and CPU
+            # kernels then round differently, so logits would depend on the file format.
+            state[key] = value.to(dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
     missing = sorted(set(expected) - set(state))
     if missing or unexpected:
         raise CheckpointError(

@@ -49,10 +49,8 @@ class MoVAModel(nn.Module):
             expert.reset_buffers(device)
         self.adapter.reset_buffers(device)
         rotary = self.language_model.model.rotary_emb
-        inv_freq, scaling = rotary.rope_init_fn(rotary.config, device)
-        rotary.register_buffer("inv_freq", inv_freq, persistent=False)
-        rotary.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
-        rotary.attention_scaling = scaling
+        with torch.device(device):  # HF computes inv_freq in float32 in the constructor
+            self.language_model.model.rotary_emb = type(rotary)(rotary.config)
 
     # --- vision --------------------------------------------------------------------------------------
     def _input_for(self, module: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -43,8 +43,9 @@ class LoadedModel:
 
 
 def _finish(model: MoVAModel, *, device: torch.device | str, dtype: torch.dtype) -> MoVAModel:
+    model.reset_buffers(device)  # non-persistent buffers are still on meta after a meta build
     model.to(device=device, dtype=dtype)
-    model.reset_buffers(device)
+    model.reset_buffers(device)  # ... and must stay float32 (e.g. rotary inv_freq) whatever the dtype
     model.eval().requires_grad_(False)
     return model
 

@@ -44,7 +44,7 @@ def test_parameter_table_accepts_a_config_with_fewer_experts():
     names = [name for name, _ in mova.parameter_table(config)]
     assert any(n.startswith("model.vision_tower.vision_tower_7.") for n in names)
     assert not any(n.startswith("model.vision_tower.vision_tower_2.") for n in names)
-    cross = {n.split(".")[4] for n in names if ".cross_attn." in n}
+    cross = {n.split(".")[5] for n in names if ".cross_attn." in n}
     assert cross == {"0", "1"}
 
 
