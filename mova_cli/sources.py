@@ -1,0 +1,684 @@
+"""Inputs: find files, split them into source units (an image, a TIFF frame, a PDF page), load one unit.
+
+Three steps, each usable on its own so the CLI can run the slow ones in worker processes:
+
+1. ``discover`` walks the PATH arguments (files, folders, globs) and yields ``SourceFile``s in a
+   deterministic order, with their type sniffed from the first bytes.
+2. ``expand_file`` reads one file once (sha256, size, page or frame count, PDF page labels) and returns
+   its ``SourceUnit``s, one per selected page.
+3. ``SourceUnit.load`` decodes or renders one unit to a PIL image, in the file's own mode (the model's
+   processor converts to RGB as the reference does).
+
+A problem never raises out of these steps: it becomes a unit whose ``error`` says the stage, a short
+reason code and a message, and the run goes on. This is the only module that imports pymupdf (lazily).
+"""
+
+import errno
+import fnmatch
+import glob
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Protocol
+
+from PIL import Image
+
+# PIL's own threshold: larger images make Image.open warn, twice as large makes it refuse.
+DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+DEFAULT_DPI = 200
+# The largest expert input is 1024 px (the SAM-style experts), so larger renders are wasted work.
+DEFAULT_MAX_SIDE = 1024
+
+IMAGE_KINDS = ("png", "jpeg", "gif", "bmp", "webp", "tiff")
+KINDS = ("pdf", *IMAGE_KINDS)
+# Files found in a folder are considered when their bytes or their name say image or PDF; other
+# files (notes, spreadsheets) are passed over silently. Named files are always considered.
+CANDIDATE_SUFFIXES = frozenset(
+    {".pdf", ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
+)
+_SNIFF_BYTES = 1024  # PDF readers accept the %PDF- header anywhere in the first 1024 bytes
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class UnitError:
+    """Why a file or page cannot be used.
+
+    Attributes:
+        stage: ``discover`` (path problems), ``read`` (file or image decoding), ``render`` (PDF pages),
+            ``preprocess`` (set by the prefetcher when the processor fails).
+        type: a short reason code, e.g. ``broken_symlink``, ``encrypted``, ``decompression_bomb``,
+            ``timeout``.
+        message: one sentence for humans.
+    """
+
+    stage: str
+    type: str
+    message: str
+
+
+class SourceError(Exception):
+    """Raised by ``SourceUnit.load`` when a unit cannot be read or rendered; carries a ``UnitError``."""
+
+    def __init__(self, error: UnitError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+    def __reduce__(self):  # pickled back from worker processes
+        return (SourceError, (self.error,))
+
+
+def _fail(stage: str, type_: str, message: str) -> SourceError:
+    return SourceError(UnitError(stage, type_, message))
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How units are read and rendered.
+
+    Attributes:
+        dpi: PDF render resolution.
+        max_side: cap on the longer side of a rendered PDF page in pixels (the zoom is lowered to fit);
+            None renders at ``dpi`` whatever the size. Image files are never resized here.
+        password: for encrypted PDFs; kept out of reprs, hashes and records.
+        max_image_pixels: decoded images (and rendered pages) above this many pixels are refused as
+            decompression bombs.
+    """
+
+    dpi: int = DEFAULT_DPI
+    max_side: int | None = DEFAULT_MAX_SIDE
+    password: str | None = field(default=None, repr=False, compare=False)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.dpi <= 0:
+            raise ValueError(f"dpi must be positive, got {self.dpi}")
+        if self.max_side is not None and self.max_side <= 0:
+            raise ValueError(f"max_side must be positive or None, got {self.max_side}")
+        if self.max_image_pixels <= 0:
+            raise ValueError(f"max_image_pixels must be positive, got {self.max_image_pixels}")
+
+    def key(self, kind: str | None) -> str:
+        """The settings that change the pixels of a unit of this kind (part of its content hash)."""
+        if kind == "pdf":
+            return f"pdf;dpi={self.dpi};max_side={self.max_side}"
+        return f"{kind};decode"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One discovered path.
+
+    Attributes:
+        path: the path as given or as joined under a given folder.
+        rel_path: POSIX path relative to the folder (or glob base) it was found under; the file name for
+            a path given directly.
+        kind: the sniffed type (one of ``KINDS``), None when unknown or on error.
+        error: set when the path cannot be used at all.
+    """
+
+    path: str
+    rel_path: str
+    kind: str | None = None
+    error: UnitError | None = None
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    """One image, TIFF frame or PDF page, or one broken input (``error`` set).
+
+    The pixels are not held: ``load()`` reads or renders them, so units are cheap, picklable and can
+    be loaded in a worker process.
+
+    Attributes:
+        path: as in ``SourceFile``.
+        rel_path: as in ``SourceFile``.
+        kind: ``pdf``, ``png``, ``jpeg``, ``gif``, ``bmp``, ``webp``, ``tiff``; None when unknown.
+        page: 1-based page (PDF) or frame (TIFF); 1 for single images; None when the error is about the
+            whole file.
+        page_count: pages or frames in the file (GIF, WebP and other animations count as 1: only the
+            first frame is used); None when unknown.
+        page_label: the PDF's label of the page (e.g. ``iii``) if it defines labels, else None.
+        sha256: hex digest of the file bytes; None when unread.
+        bytes: file size; None when unread.
+        content_hash: hex sha256 of (file sha256, page, render settings that matter for this kind);
+            stable across renames and machines, None for error units.
+        settings: how to render (the password is not part of equality or repr).
+        error: why the unit cannot be used, or None.
+    """
+
+    path: str
+    rel_path: str
+    kind: str | None = None
+    page: int | None = None
+    page_count: int | None = None
+    page_label: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    content_hash: str | None = None
+    settings: RenderSettings = field(default_factory=RenderSettings)
+    error: UnitError | None = None
+
+    @property
+    def dpi(self) -> int | None:
+        """The render resolution for PDF pages; None for image files."""
+        return self.settings.dpi if self.kind == "pdf" else None
+
+    def load(self) -> Image.Image:
+        """Decode or render this unit (fully loaded, in the file's own PIL mode).
+
+        Raises:
+            SourceError: the unit is an error unit, or reading, decoding or rendering fails.
+        """
+        return load_unit(self)
+
+
+class PageSelector(Protocol):
+    """Anything that picks pages, such as ``mova_cli.plan.PageSelection``."""
+
+    def resolve(self, page_count: int) -> list[int]: ...
+
+
+# --- type sniffing --------------------------------------------------------------------------------
+
+
+def sniff_kind(head: bytes) -> str | None:
+    """The type of a file from its first bytes: one of ``KINDS``, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "bmp"
+    if b"%PDF-" in head[:_SNIFF_BYTES]:
+        return "pdf"
+    return None
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+
+def _has_magic(text: str) -> bool:
+    return glob.has_magic(text)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _matches(patterns: Sequence[str], rel_path: str) -> bool:
+    name = PurePath(rel_path).name
+    return any(fnmatch.fnmatch(rel_path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _stat_error(path: str, exc: OSError) -> UnitError:
+    """Classify why ``os.stat`` (which follows symlinks) failed on an existing directory entry."""
+    if os.path.islink(path):
+        if exc.errno == errno.ELOOP:
+            return UnitError("discover", "symlink_loop", f"{path}: symbolic link loop")
+        return UnitError("discover", "broken_symlink", f"{path}: symbolic link to a missing target")
+    return UnitError("read", "unreadable", f"{path}: {exc.strerror or exc}")
+
+
+def _sniff(path: str) -> tuple[str | None, UnitError | None]:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        return None, UnitError("read", "unreadable", f"{path}: {exc.strerror or exc}")
+    if not head:
+        return None, UnitError("read", "empty", f"{path}: empty file (0 bytes)")
+    kind = sniff_kind(head)
+    if kind is None:
+        return None, UnitError("discover", "unsupported_type", f"{path}: not an image or PDF (starts {head[:8]!r})")
+    return kind, None
+
+
+def _classify(path: str, rel_path: str, *, named: bool) -> SourceFile | None:
+    """A ``SourceFile`` for a path that is not a directory; None for a folder file to pass over."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return SourceFile(path, rel_path, error=_stat_error(path, exc))
+    if not stat.S_ISREG(info.st_mode):
+        # FIFOs, sockets and devices: opening a FIFO would block forever
+        return SourceFile(path, rel_path, error=UnitError("discover", "not_a_file", f"{path}: not a regular file"))
+    candidate = named or PurePath(path).suffix.lower() in CANDIDATE_SUFFIXES
+    kind, error = _sniff(path)
+    if error is not None and not candidate and error.type in ("unsupported_type", "empty", "unreadable"):
+        return None
+    return SourceFile(path, rel_path, kind=kind, error=error)
+
+
+def _walk(root: str, *, recursive: bool, include: Sequence[str], exclude: Sequence[str]) -> list[SourceFile]:
+    """Every usable file under ``root``, sorted by relative path; hidden names skipped."""
+    found: list[tuple[tuple[str, ...], SourceFile]] = []
+    # stack of (directory path, its relative parts, (dev, inode) of it and its ancestors)
+    stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = []
+    try:
+        root_info = os.stat(root)
+    except OSError as exc:
+        return [SourceFile(root, PurePath(root).name, error=_stat_error(root, exc))]
+    stack.append((root, (), frozenset({(root_info.st_dev, root_info.st_ino)})))
+    while stack:
+        directory, parts, ancestors = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as exc:
+            rel = "/".join(parts) or "."
+            found.append((parts, SourceFile(directory, rel, error=UnitError("read", "unreadable", f"{exc}"))))
+            continue
+        for name in names:
+            if _is_hidden(name):
+                continue
+            path = os.path.join(directory, name)
+            entry_parts = (*parts, name)
+            rel_path = "/".join(entry_parts)
+            if exclude and _matches(exclude, rel_path):
+                continue
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                found.append((entry_parts, SourceFile(path, rel_path, error=_stat_error(path, exc))))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if not recursive:
+                    continue
+                identity = (info.st_dev, info.st_ino)
+                if identity in ancestors:
+                    error = UnitError("discover", "symlink_loop", f"{path}: links back to a folder above it")
+                    found.append((entry_parts, SourceFile(path, rel_path, error=error)))
+                    continue
+                stack.append((path, entry_parts, ancestors | {identity}))
+                continue
+            if include and not _matches(include, rel_path):
+                continue
+            source = _classify(path, rel_path, named=False)
+            if source is not None:
+                found.append((entry_parts, source))
+    found.sort(key=lambda item: item[0])
+    return [source for _, source in found]
+
+
+def _glob_base(pattern: str) -> str:
+    """The literal directory prefix of a glob pattern (``docs`` for ``docs/*/x.pdf``)."""
+    parts = PurePath(pattern).parts
+    literal = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        literal.append(part)
+    return str(PurePath(*literal)) if literal else "."
+
+
+def discover(
+    inputs: Iterable[str],
+    *,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Iterator[SourceFile]:
+    """Find the files to read, in a deterministic order.
+
+    Inputs are handled in the order given; a folder's files come sorted by relative path (by path
+    components, so ``a/b.png`` sorts before ``a.png``). Hidden files and folders (names starting with
+    ``.``) inside folders are skipped; a hidden path named directly is used. A path containing glob
+    characters that does not exist literally is expanded (``**`` recurses). The same file reached twice
+    (overlapping inputs, symlinks) is yielded once.
+
+    Args:
+        inputs: files, folders or glob patterns.
+        recursive: descend into sub-folders (symlinked folders are followed; a link back to an
+            ancestor becomes a ``symlink_loop`` error).
+        include: glob patterns; when given, only files whose relative path or name matches one are kept.
+        exclude: glob patterns on relative paths or names; matching files and folders are dropped.
+
+    Yields:
+        One ``SourceFile`` per file (with ``error`` set for paths that cannot be used). In folders,
+        files whose name and bytes are not image or PDF are passed over; a named file is always
+        yielded, as an error when it is not an image or PDF.
+    """
+    seen: set[tuple[int, int]] = set()
+
+    def unique(source: SourceFile) -> bool:
+        if source.error is not None:
+            return True
+        try:
+            info = os.stat(source.path)
+        except OSError:
+            return True
+        identity = (info.st_dev, info.st_ino)
+        if identity in seen:
+            return False
+        seen.add(identity)
+        return True
+
+    for raw in inputs:
+        text = os.fspath(raw)
+        if not os.path.lexists(text) and _has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                yield SourceFile(text, text, error=UnitError("discover", "no_match", f"{text}: no file matches"))
+                continue
+            base = _glob_base(text)
+            targets = [(match, PurePath(os.path.relpath(match, base)).as_posix(), True) for match in matches]
+        else:
+            targets = [(text, PurePath(text).name or text, False)]
+        for path, rel_path, globbed in targets:
+            if not os.path.lexists(path):
+                yield SourceFile(path, rel_path, error=UnitError("discover", "not_found", f"{path}: no such file"))
+                continue
+            if os.path.isdir(path):
+                sources = _walk(path, recursive=recursive, include=include, exclude=exclude)
+            else:
+                # include/exclude refine what folders and globs expand to; a named file is always used
+                if globbed and include and not _matches(include, rel_path):
+                    continue
+                if globbed and exclude and _matches(exclude, rel_path):
+                    continue
+                sources = [_classify(path, rel_path, named=True)]
+            for source in sources:
+                if source is not None and unique(source):
+                    yield source
+
+
+def read_path_list(text: str, *, nul: bool = False) -> list[str]:
+    """Paths from the contents of a ``--files-from`` file or stdin: one per line (or NUL-separated).
+
+    Blank lines are ignored; surrounding whitespace is kept only in NUL mode, where names may contain
+    anything but NUL.
+    """
+    if nul:
+        return [item for item in text.split("\0") if item]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+# --- expansion ------------------------------------------------------------------------------------
+
+
+def _hash_file(path: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def content_hash(file_sha256: str, page: int, settings_key: str) -> str:
+    """The identity of what a unit's pixels are made from (see ``SourceUnit.content_hash``)."""
+    return hashlib.sha256(f"{file_sha256}\0{page}\0{settings_key}".encode()).hexdigest()
+
+
+def _pymupdf():
+    import pymupdf
+
+    # MuPDF prints repair warnings for damaged files to stderr; the errors we raise say enough.
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    return pymupdf
+
+
+def _open_pdf(path: str, password: str | None, *, stage: str):
+    """Open and unlock a PDF, or raise ``SourceError``."""
+    pymupdf = _pymupdf()
+    try:
+        doc = pymupdf.open(path, filetype="pdf")
+    except Exception as exc:  # MuPDF raises several types on damaged files; all mean "cannot open"
+        raise _fail(stage, "corrupt_pdf", f"cannot open PDF: {exc}") from exc
+    if doc.needs_pass:
+        if password is None:
+            doc.close()
+            raise _fail(stage, "encrypted", "PDF is encrypted; give its password (--password)")
+        if not doc.authenticate(password):
+            doc.close()
+            raise _fail(stage, "wrong_password", "PDF is encrypted and the password does not open it")
+    return doc
+
+
+def _probe_pdf(path: str, settings: RenderSettings, pages: PageSelector | None) -> list[tuple[int, int, str | None]]:
+    """``(page, page_count, label)`` for the selected pages of a PDF."""
+    doc = _open_pdf(path, settings.password, stage="read")
+    try:
+        try:
+            count = doc.page_count
+        except Exception as exc:  # a damaged page tree
+            raise _fail("read", "corrupt_pdf", f"cannot read the page count: {exc}") from exc
+        if count <= 0:
+            raise _fail("read", "no_pages", "PDF has no pages")
+        selected = pages.resolve(count) if pages is not None else list(range(1, count + 1))
+        out = []
+        for page in selected:
+            try:
+                label = doc[page - 1].get_label() or None
+            except Exception:  # a page that fails to load still gets a unit; rendering reports it
+                label = None
+            out.append((page, count, label))
+        return out
+    finally:
+        doc.close()
+
+
+def _probe_image(path: str, settings: RenderSettings) -> int:
+    """Frames to use: the TIFF frame count, 1 for anything else (first frame of animations)."""
+    try:
+        with Image.open(path) as image:
+            _check_pixels(image.size, settings, stage="read")
+            return getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
+    except SourceError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _fail("read", "decompression_bomb", str(exc)) from exc
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError...) on bad data
+        raise _fail("read", "corrupt_image", f"cannot read image: {exc}") from exc
+
+
+def _check_pixels(size: tuple[int, int], settings: RenderSettings, *, stage: str) -> None:
+    width, height = size
+    if width * height > settings.max_image_pixels:
+        raise _fail(
+            stage,
+            "decompression_bomb",
+            f"{width}x{height} = {width * height} pixels is over the limit of {settings.max_image_pixels}",
+        )
+
+
+def error_unit(source: SourceFile, error: UnitError, settings: RenderSettings, **known) -> SourceUnit:
+    """The unit that reports why ``source`` cannot be used (``known``: sha256, bytes when read)."""
+    return SourceUnit(
+        path=source.path, rel_path=source.rel_path, kind=source.kind, settings=settings, error=error, **known
+    )
+
+
+def expand_file(
+    source: SourceFile, settings: RenderSettings | None = None, pages: PageSelector | None = None
+) -> list[SourceUnit]:
+    """Read one file and return its units: one per selected page (PDF) or frame (TIFF), else one.
+
+    The file is read once for its sha256; a PDF is opened for its page count and labels; an image's
+    header is read for its size and frame count (pixels are decoded only by ``load``).
+
+    Args:
+        source: a discovered file.
+        settings: render settings (they enter the content hash); defaults when None.
+        pages: page selection; pages past the end are ignored, so it may select nothing.
+
+    Returns:
+        The units, or one error unit describing why the file cannot be used.
+    """
+    settings = settings or RenderSettings()
+    if source.error is not None:
+        return [error_unit(source, source.error, settings)]
+    try:
+        sha256, size = _hash_file(source.path)
+    except OSError as exc:
+        error = UnitError("read", "unreadable", f"{source.path}: {exc.strerror or exc}")
+        return [error_unit(source, error, settings)]
+    known = {"sha256": sha256, "bytes": size}
+    if size == 0:
+        return [error_unit(source, UnitError("read", "empty", "empty file (0 bytes)"), settings, **known)]
+    key = settings.key(source.kind)
+    try:
+        if source.kind == "pdf":
+            probed = _probe_pdf(source.path, settings, pages)
+        else:
+            count = _probe_image(source.path, settings)
+            selected = pages.resolve(count) if pages is not None else list(range(1, count + 1))
+            probed = [(page, count, None) for page in selected]
+    except SourceError as exc:
+        return [error_unit(source, exc.error, settings, **known)]
+    return [
+        SourceUnit(
+            path=source.path,
+            rel_path=source.rel_path,
+            kind=source.kind,
+            page=page,
+            page_count=count,
+            page_label=label,
+            content_hash=content_hash(sha256, page, key),
+            settings=settings,
+            **known,
+        )
+        for page, count, label in probed
+    ]
+
+
+def discover_sources(
+    inputs: Iterable[str],
+    *,
+    dpi: int = DEFAULT_DPI,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    pages: PageSelector | None = None,
+    password: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    prefetcher=None,
+) -> list[SourceUnit]:
+    """``discover`` then ``expand_file`` for every file: all units of a run, in order.
+
+    Args:
+        inputs, recursive, include, exclude: see ``discover``.
+        dpi, max_side, password, max_image_pixels: see ``RenderSettings``.
+        pages: page selection applied to every file.
+        prefetcher: a ``mova_cli.prefetch.Prefetcher``; when given, files are expanded in its worker
+            processes (parallel, with its timeout), else in this process one after the other.
+    """
+    settings = RenderSettings(dpi=dpi, max_side=max_side, password=password, max_image_pixels=max_image_pixels)
+    files = discover(inputs, recursive=recursive, include=include, exclude=exclude)
+    if prefetcher is not None:
+        return list(prefetcher.expand(files, settings=settings, pages=pages))
+    return [unit for source in files for unit in expand_file(source, settings, pages)]
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def render_pdf_page(path: str, page: int, settings: RenderSettings) -> Image.Image:
+    """Render one PDF page to an RGB image at ``settings.dpi``, lowered to fit ``settings.max_side``.
+
+    Raises:
+        SourceError: the PDF cannot be opened or unlocked, the page does not exist or fails to render.
+    """
+    pymupdf = _pymupdf()
+    doc = _open_pdf(path, settings.password, stage="render")
+    try:
+        if not 1 <= page <= doc.page_count:
+            raise _fail("render", "page_out_of_range", f"page {page} of a {doc.page_count}-page PDF")
+        try:
+            pdf_page = doc.load_page(page - 1)
+            rect = pdf_page.rect
+            zoom = settings.dpi / 72
+            longest = max(rect.width, rect.height)
+            if longest <= 0:
+                raise _fail("render", "empty_page", f"page {page} has an empty media box")
+            if settings.max_side is not None:
+                zoom = min(zoom, settings.max_side / longest)
+            planned = (max(1, round(rect.width * zoom)), max(1, round(rect.height * zoom)))
+            _check_pixels(planned, settings, stage="render")
+            pixmap = pdf_page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csRGB, alpha=False)
+            return Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)
+        except SourceError:
+            raise
+        except Exception as exc:  # MuPDF errors on damaged content streams
+            raise _fail("render", "render_failed", f"page {page}: {exc}") from exc
+    finally:
+        doc.close()
+
+
+def read_image(path: str, frame: int, settings: RenderSettings) -> Image.Image:
+    """Decode one frame (0-based) of an image file, fully, in its own mode.
+
+    Raises:
+        SourceError: unreadable, truncated or corrupt data, or more pixels than allowed.
+    """
+    try:
+        with Image.open(path) as image:
+            if frame:
+                image.seek(frame)
+            _check_pixels(image.size, settings, stage="read")
+            image.load()
+            # NOTE: no EXIF transpose, as the reference (see mova.image_ops.to_rgb).
+            return image
+    except SourceError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _fail("read", "decompression_bomb", str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise _fail("read", "not_found", f"{path}: file disappeared") from exc
+    except PermissionError as exc:
+        raise _fail("read", "unreadable", f"{path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # PIL raises many types on truncated or corrupt data
+        raise _fail("read", "corrupt_image", f"cannot decode image: {exc}") from exc
+
+
+def load_unit(unit: SourceUnit) -> Image.Image:
+    """The pixels of a unit; a module-level function so worker processes can be handed it.
+
+    Raises:
+        SourceError: see ``render_pdf_page`` and ``read_image``; an error unit raises its own error.
+    """
+    if unit.error is not None:
+        raise SourceError(unit.error)
+    if unit.page is None:
+        raise _fail("read", "no_page", "unit has no page")
+    if unit.kind == "pdf":
+        return render_pdf_page(unit.path, unit.page, unit.settings)
+    return read_image(unit.path, unit.page - 1, unit.settings)
+
+
+__all__ = [
+    "CANDIDATE_SUFFIXES",
+    "DEFAULT_DPI",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_MAX_SIDE",
+    "KINDS",
+    "PageSelector",
+    "RenderSettings",
+    "SourceError",
+    "SourceFile",
+    "SourceUnit",
+    "UnitError",
+    "content_hash",
+    "discover",
+    "discover_sources",
+    "expand_file",
+    "error_unit",
+    "load_unit",
+    "read_image",
+    "read_path_list",
+    "render_pdf_page",
+    "sniff_kind",
+]
