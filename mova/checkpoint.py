@@ -161,7 +161,10 @@ def config_from_released(values: dict[str, Any]) -> MoVAConfig:
     }
     adapter = replace(adapter, **{k: v for k, v in overrides.items() if v is not None})
     if "mm_vision_select_layer" in values:
+        # NOTE: upstream applies the one mm_vision_select_layer to CLIP and to DINOv2.
         base_encoder["select_layer"] = values["mm_vision_select_layer"]
+        if "dinov2" in experts:
+            experts["dinov2"] = {**experts["dinov2"], "select_layer": values["mm_vision_select_layer"]}
     base_encoder["image_size"] = adapter.grid_size * base_encoder["patch_size"]
     if "mm_hidden_size" in values and values["mm_hidden_size"] != base_encoder["hidden_size"]:
         raise ConfigError(f"mm_hidden_size {values['mm_hidden_size']} != CLIP width {base_encoder['hidden_size']}")

@@ -279,7 +279,7 @@ class Engine:
     def _route(self, items: list[_Item]) -> None:
         base, text = self._base_and_text(items)
         mask = torch.zeros(len(items), len(self.config.enabled_experts))
-        tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text))
+        tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text).image_features)
         prompt = splice_image_features(
             self.model.language_model, [self.processor.routing_ids(i.request.prompt) for i in items], tokens
         )
@@ -317,9 +317,9 @@ class Engine:
             rows = [self._page(item).experts[name] for item in items if name in item.decision.experts]
             if rows:
                 expert_features[name] = torch.stack(rows)
-        tokens = self.model.fuse(base, expert_features, mask, text)
+        fused = self.model.fuse(base, expert_features, mask, text)
         prompt = splice_image_features(
-            self.model.language_model, [self.processor.answer_ids(i.request.prompt) for i in items], tokens
+            self.model.language_model, [self.processor.answer_ids(i.request.prompt) for i in items], fused.image_features
         )
         options = items[0].request.generation
         outputs = generate(
@@ -331,8 +331,10 @@ class Engine:
             top_p=options.top_p,
             seed=options.seed,
         )
-        for item, length, tokens_out in zip(items, prompt.lengths, outputs, strict=True):
+        gates = torch.stack(fused.gate_weights, dim=1).cpu()  # (B, blocks, E)
+        for item, length, tokens_out, gate in zip(items, prompt.lengths, outputs, gates, strict=True):
             item.result.answer = self.processor.decode(tokens_out)
+            item.result.gate_weights = gate.tolist()
             item.result.prompt_tokens = length
             item.result.answer_tokens = len(tokens_out)
         self.stats.answer_items += len(items)

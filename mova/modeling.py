@@ -8,7 +8,7 @@ checkpoint layout; ``checkpoint.py`` maps the released names onto them.
 import torch
 from torch import nn
 
-from .adapter import MoVAdapter
+from .adapter import AdapterOutput, MoVAdapter
 from .alignment import align_to_grid
 from .base_encoder import ClipBaseEncoder
 from .config import MoVAConfig
@@ -82,8 +82,8 @@ class MoVAModel(nn.Module):
         expert_features: dict[str, torch.Tensor],
         routing_mask: torch.Tensor,
         text_features: torch.Tensor,
-    ) -> torch.Tensor:
-        """MoV-Adapter -> (B, num_tokens, W) image tokens for the LLM.
+    ) -> AdapterOutput:
+        """MoV-Adapter -> (B, num_tokens, W) image tokens for the LLM, and the per-block gate weights.
 
         Args:
             base_features: (B, N, C).
@@ -93,7 +93,7 @@ class MoVAModel(nn.Module):
         """
         names = list(self.experts)
         by_position = {names.index(name): features for name, features in expert_features.items()}
-        return self.adapter(base_features, by_position, routing_mask.to(self.device), text_features)
+        return self.adapter.forward_with_gates(base_features, by_position, routing_mask.to(self.device), text_features)
 
     def pool_for_routing(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.adapter.pool_for_routing(image_tokens)

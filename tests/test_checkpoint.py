@@ -30,7 +30,7 @@ def _logits(loaded) -> torch.Tensor:
     ids, mask = processor.text_inputs(["what is this?"])
     text = model.encode_text(ids, mask)
     routing = torch.ones(1, len(experts))
-    tokens = model.fuse(base, experts, routing, text)
+    tokens = model.fuse(base, experts, routing, text).image_features
     from mova.language_model import splice_image_features
 
     prompt = splice_image_features(model.language_model, [processor.answer_ids("what is this?")], tokens)

@@ -146,3 +146,16 @@ def test_a_failure_inside_a_batched_stage_is_isolated_by_splitting(loaded, monke
             assert results[i][1].stage == "answer" and results[i][1].type == "RuntimeError"
         else:
             assert results[i] == good[i]
+
+
+def test_gate_weights_are_reported_per_block_and_respect_the_routing(loaded):
+    results = list(Engine(loaded, batch_size=4).run(_requests(_forced)))
+    enabled = loaded.config.enabled_experts
+    for result in results:
+        assert len(result.gate_weights) == loaded.config.adapter.num_layers
+        for block in result.gate_weights:
+            chosen = [w for name, w in zip(enabled, block, strict=True) if name in result.routing.experts]
+            others = [w for name, w in zip(enabled, block, strict=True) if name not in result.routing.experts]
+            assert all(w == 0.0 for w in others)
+            if chosen:
+                assert abs(sum(chosen) - 1.0) < 1e-5

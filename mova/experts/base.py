@@ -59,8 +59,11 @@ class VisionExpert(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def preprocess(image: Image.Image, config: ExpertConfig) -> torch.Tensor:
-        """One RGB image -> this expert's input tensor (no batch dim, float32). Pure CPU function."""
+    def preprocess(image: Image.Image, config: ExpertConfig, *, pad_to_square: bool = True) -> torch.Tensor:
+        """One RGB image -> this expert's input tensor (no batch dim, float32). Pure CPU function.
+
+        ``pad_to_square`` follows ``MoVAConfig.image_aspect_ratio == "pad"`` (upstream's mean-colour padding).
+        """
         raise NotImplementedError
 
     @property
