@@ -84,7 +84,9 @@ class MoVAConfig:
             )
         side = math.isqrt(self.adapter.num_routing_tokens)
         if side * side != self.adapter.num_routing_tokens or (grid // 2) % side:
-            raise ConfigError(f"num_routing_tokens {self.adapter.num_routing_tokens} must be a square dividing the grid")
+            raise ConfigError(
+                f"num_routing_tokens {self.adapter.num_routing_tokens} must be a square dividing the grid"
+            )
         if self.image_aspect_ratio not in ("pad", "square"):
             raise ConfigError(f"image_aspect_ratio {self.image_aspect_ratio!r}; supported: 'pad', 'square'")
 
@@ -249,6 +251,47 @@ def _tiny_random() -> MoVAConfig:
     )
 
 
-PRESETS = {"mova-8b": _mova_8b, "tiny-random": _tiny_random}
+def _small_random() -> MoVAConfig:
+    """Wider than tiny so that tensor maths, not Python overhead, dominates (benchmarks only)."""
+    tiny = _tiny_random()
+    return MoVAConfig(
+        name="small-random",
+        text={
+            **tiny.text,
+            "hidden_size": 512,
+            "intermediate_size": 1024,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+        },
+        base_encoder={
+            **tiny.base_encoder,
+            "hidden_size": 256,
+            "intermediate_size": 1024,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "patch_size": 14,
+            "image_size": 336,
+        },
+        experts=tiny.experts,
+        adapter=AdapterConfig(
+            grid_size=24,
+            num_layers=3,
+            num_heads=8,
+            mlp_hidden_size=512,
+            num_routing_tokens=36,
+            text_max_length=64,
+            text_encoder={
+                **tiny.adapter.text_encoder,
+                "hidden_size": 256,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 8,
+                "intermediate_size": 1024,
+            },
+        ),
+    )
+
+
+PRESETS = {"mova-8b": _mova_8b, "tiny-random": _tiny_random, "small-random": _small_random}
 
 __all__ = ["AdapterConfig", "RoutingConfig", "MoVAConfig", "PRESETS", "CONFIG_FILE"]

@@ -23,6 +23,7 @@ from .tokenization import (
 logger = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
+RANDOM_PRESETS = (TINY_RANDOM, "small-random")  # built in-process with random weights, no files
 DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
 TEXT_TOKENIZER_DIR = "text_tokenizer"  # where our checkpoints keep the BERT vocabulary
 # Files of the hub repo that inference needs; its experts/ folder only serves upstream's constructor.
@@ -67,12 +68,14 @@ def _randomize(model: MoVAModel, generator: torch.Generator) -> None:
             param.copy_(0.1 * torch.randn(param.shape, generator=generator))
 
 
-def build_tiny(seed: int = 0, *, attn_implementation: str = "sdpa") -> tuple[MoVAModel, object, object]:
+def build_tiny(
+    seed: int = 0, *, attn_implementation: str = "sdpa", preset: str = TINY_RANDOM
+) -> tuple[MoVAModel, object, object]:
     """A seeded random tiny MoVA (all 7 experts) and its two tokenizers, built in-process.
 
-    Its answers are random text: it exists for tests and offline demos.
+    Its answers are random text: it exists for tests, benchmarks (``small-random``) and offline demos.
     """
-    config = MoVAConfig.from_name(TINY_RANDOM)
+    config = MoVAConfig.from_name(preset)
     with torch.device("cpu"):
         model = MoVAModel(config, attn_implementation=attn_implementation)
     _randomize(model, torch.Generator().manual_seed(seed))
@@ -169,10 +172,10 @@ def load_model(
         allow_download: fetch a hub id that is not cached (never done implicitly by the library).
     """
     torch_dtype = parse_dtype(dtype)
-    if spec == TINY_RANDOM:
-        model, tokenizer, text_tokenizer = build_tiny(seed, attn_implementation=attn_implementation)
+    if spec in RANDOM_PRESETS:
+        model, tokenizer, text_tokenizer = build_tiny(seed, attn_implementation=attn_implementation, preset=spec)
         model = _finish(model, device=device, dtype=torch_dtype)
-        return LoadedModel(model, MoVAProcessor(model.config, tokenizer, text_tokenizer), TINY_RANDOM)
+        return LoadedModel(model, MoVAProcessor(model.config, tokenizer, text_tokenizer), spec)
     path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
     config, layout = read_config(path)
     tokenizer = load_llama_tokenizer(path)
@@ -189,4 +192,12 @@ def load_model(
     return LoadedModel(model, MoVAProcessor(config, tokenizer, text_tokenizer), spec, revision)
 
 
-__all__ = ["DEFAULT_MODEL", "TINY_RANDOM", "LoadedModel", "build_tiny", "load_model", "resolve_checkpoint", "save_tiny_checkpoint"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "TINY_RANDOM",
+    "LoadedModel",
+    "build_tiny",
+    "load_model",
+    "resolve_checkpoint",
+    "save_tiny_checkpoint",
+]
