@@ -282,8 +282,11 @@ def load_state(model: torch.nn.Module, path: str | Path, *, dtype: torch.dtype, 
             f"checkpoint {path} does not match the model: {len(missing)} missing key(s) [{_first(missing)}], "
             f"{len(unexpected)} unexpected key(s) [{_first(sorted(unexpected))}]{_missing_hint(missing)}"
         )
-    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}" for k, v in state.items()
-             if tuple(v.shape) != tuple(expected[k])]
+    wrong = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k])}"
+        for k, v in state.items()
+        if tuple(v.shape) != tuple(expected[k])
+    ]
     if wrong:
         raise CheckpointError(f"{len(wrong)} shape mismatch(es): {_first(wrong, 5)}")
     model.load_state_dict(state, strict=True, assign=True)

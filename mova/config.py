@@ -113,9 +113,9 @@ class MoVAConfig:
             raise ConfigError(f"MoVAConfig: unknown keys {unknown}")
         adapter = dict(values.pop("adapter"))
         routing = dict(values.pop("routing", {}))
-        for key, value in adapter.items():
-            if key not in {f.name for f in fields(AdapterConfig)}:
-                raise ConfigError(f"AdapterConfig: unknown key {key!r}")
+        unknown_adapter = sorted(set(adapter) - {f.name for f in fields(AdapterConfig)})
+        if unknown_adapter:
+            raise ConfigError(f"AdapterConfig: unknown keys {unknown_adapter}")
         return cls(adapter=AdapterConfig(**adapter), routing=RoutingConfig(**routing), **values)
 
     def to_file(self, path: str | Path) -> None:

@@ -319,7 +319,9 @@ class Engine:
                 expert_features[name] = torch.stack(rows)
         fused = self.model.fuse(base, expert_features, mask, text)
         prompt = splice_image_features(
-            self.model.language_model, [self.processor.answer_ids(i.request.prompt) for i in items], fused.image_features
+            self.model.language_model,
+            [self.processor.answer_ids(i.request.prompt) for i in items],
+            fused.image_features,
         )
         options = items[0].request.generation
         outputs = generate(

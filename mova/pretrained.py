@@ -122,11 +122,17 @@ def resolve_checkpoint(
             local_files_only=offline or not allow_download,
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        how = "downloads are off (HF_HUB_OFFLINE)" if offline or not allow_download else f"download failed: {exc}"
+        if offline:
+            how = "HF_HUB_OFFLINE is set"
+        elif not allow_download:
+            how = "downloading was not allowed"
+        else:
+            how = f"the download failed ({exc})"
+        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
         raise CheckpointError(
-            f"model {spec!r} is not in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')})"
-            f" and {how}. Download it once with `huggingface-cli download {spec}` on a machine with network,"
-            " or pass a local copy with -m /path/to/checkpoint"
+            f"model {spec!r} is not in the local Hugging Face cache ({cache}) and {how}. "
+            f"Download it once with `hf download {spec}` on a machine with network, "
+            "or pass a local copy with -m /path/to/checkpoint"
         ) from exc
     return Path(path), revision
 

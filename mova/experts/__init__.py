@@ -24,8 +24,6 @@ EXPERTS: dict[str, type[VisionExpert]] = {
     "sam_h": SamHExpert,
 }
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
 
 def get_expert(name: str) -> type[VisionExpert]:
     """The expert class registered under ``name``."""
@@ -35,10 +33,4 @@ def get_expert(name: str) -> type[VisionExpert]:
         raise UnknownExpertError(f"unknown expert {name!r}; known: {', '.join(EXPERTS)}") from None
 
 
-def expert_letter(name: str) -> str:
-    """The router letter of an expert: its position in the registry."""
-    get_expert(name)
-    return LETTERS[list(EXPERTS).index(name)]
-
-
-__all__ = ["BASE_PREPROCESS_KEY", "EXPERTS", "ExpertConfig", "VisionExpert", "expert_letter", "get_expert"]
+__all__ = ["BASE_PREPROCESS_KEY", "EXPERTS", "ExpertConfig", "VisionExpert", "get_expert"]

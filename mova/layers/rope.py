@@ -13,7 +13,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def rope_tables(dim: int, pt_seq_len: int, ft_seq_len: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    dim: int, pt_seq_len: int, ft_seq_len: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables of shape (ft_seq_len**2, 2 * dim) for a row-major ft x ft grid.
 
     Args:
