@@ -89,7 +89,7 @@ class MovaGroup(click.Group):
         return result
 
 
-@click.group(cls=MovaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="mova", cls=MovaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(None, "--version", package_name="mova", prog_name="mova", message="%(prog)s %(version)s")
 @verbosity_options
 @click.pass_context

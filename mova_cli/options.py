@@ -240,10 +240,25 @@ def generation_options(fn: Callable) -> Callable:
 
 
 def input_options(fn: Callable) -> Callable:
-    """How inputs are found and rendered."""
+    """How inputs are found, read and rendered."""
     return _stack(
         fn,
         [
+            click.option(
+                "--files-from",
+                type=click.File("r", encoding="utf-8", errors="surrogateescape"),
+                help="Read more input paths from FILE, one per line ('-' for stdin).",
+            ),
+            click.option(
+                "-0", "--null", is_flag=True, help="--files-from names are separated by NUL bytes (find -print0)."
+            ),
+            click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders of folder inputs."),
+            click.option(
+                "--include",
+                multiple=True,
+                help="Only use folder files whose path or name matches this glob (repeatable).",
+            ),
+            click.option("--exclude", multiple=True, help="Skip files and folders matching this glob (repeatable)."),
             click.option(
                 "--dpi",
                 type=click.IntRange(min=10, max=1200),
@@ -252,12 +267,34 @@ def input_options(fn: Callable) -> Callable:
                 help="Resolution at which PDF pages are rendered.",
             ),
             click.option(
+                "--max-side",
+                type=click.IntRange(min=0),
+                default=1024,
+                show_default=True,
+                help="Cap on the longer side of a rendered PDF page, in pixels (0: no cap). The largest expert "
+                "input is 1024 px.",
+            ),
+            click.option(
                 "--pages",
                 type=PAGES,
                 default=None,
-                help="PDF pages to use, e.g. '1-3,7,-1' (1-based; -1 is the last page). Default: all.",
+                help="Pages to use, e.g. '1-3,7,-1' (1-based; -1 is the last page). Default: all.",
             ),
             click.option("--password", default=None, help="Password for encrypted PDFs."),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=0),
+                default=None,
+                help="Processes that read and render pages ahead of the model (default: CPUs, at most 8; "
+                "0: read in the main process).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=120.0,
+                show_default=True,
+                help="Seconds one page may take to read or render before it is an error record (needs workers).",
+            ),
         ],
     )
 

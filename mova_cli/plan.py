@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import jsonl
@@ -88,16 +88,30 @@ class PromptSpec:
     Attributes:
         id: the user's id (from the JSONL ``id``/``question_id``, or ``p1``, ``p2`` ... for ``-p``).
         text: the question.
-        file: the only input this prompt applies to (absolute path), None = every PATH input.
-        pages: the pages of that input (or of every PDF input) it applies to; None = all selected.
+        file: the only input this prompt applies to, as written; None = every PATH input.
+        file_path: ``file`` resolved against the image folder (or the working directory), absolute.
+        pages: the pages of that input (or of every input) it applies to; None = all selected.
         line: 1-based line of the prompts file it came from (None for ``-p``).
     """
 
     id: str
     text: str
     file: str | None = None
+    file_path: str | None = None
     pages: PageSelection | None = None
     line: int | None = None
+
+    def names(self, unit: Any) -> bool:
+        """Whether ``file`` names this unit: its absolute path, or a trailing part of its relative path
+        (``chart.png`` and ``q3/chart.png`` both name ``docs/q3/chart.png`` found under ``docs/``)."""
+        if self.file is None:
+            return False
+        if str(Path(unit.path).absolute()) == self.file_path:
+            return True
+        wanted = PurePosixPath(self.file.replace("\\", "/")).parts
+        wanted = tuple(part for part in wanted if part != ".")
+        have = PurePosixPath(unit.rel_path).parts
+        return bool(wanted) and ".." not in wanted and have[-len(wanted) :] == wanted
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,8 @@ def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None
     return PromptSpec(
         id=str(prompt_id),
         text=text,
-        file=None if file is None else _resolve_file(file, image_folder),
+        file=file,
+        file_path=None if file is None else _resolve_file(file, image_folder),
         pages=selection,
         line=line,
     )
@@ -265,15 +280,9 @@ class Job:
     problem: PromptProblem | None = None
 
 
-def _unit_key(unit: Any) -> tuple[str, int | None]:
-    return str(Path(unit.path).absolute()), unit.page
-
-
 def _applies(prompt: PromptSpec, unit: Any) -> bool:
-    if prompt.pages is None or (getattr(unit, "error", None) is not None and unit.page is None):
-        return True
-    if unit.page is None:  # a single image counts as page 1 of 1
-        return 1 in prompt.pages.resolve(1)
+    if prompt.pages is None or unit.page is None:
+        return True  # no page selection, or a broken file (its error record is still written)
     return unit.page in prompt.pages.resolve(unit.page_count or unit.page)
 
 
@@ -285,49 +294,62 @@ class Plan:
     skipped: int = 0
 
 
+def files_to_discover(units: Sequence[Any], prompts: Sequence[PromptSpec]) -> list[str]:
+    """Files named by prompts that no PATH unit matches: they are read on their own (absolute paths)."""
+    missing = [p.file_path for p in prompts if p.file is not None and not any(p.names(u) for u in units)]
+    return list(dict.fromkeys(missing))
+
+
 def build_jobs(
-    units: Iterable[Any],
+    units: Sequence[Any],
     prompts: Sequence[PromptSpec],
     params: RunParams,
     *,
-    file_units: Iterable[Any] = (),
+    file_units: Sequence[Any] = (),
     problems: Sequence[PromptProblem] = (),
 ) -> list[Job]:
     """Pair units with the prompts that apply to them, unit-major (so prompts on one page are adjacent).
 
+    A prompt without ``file`` applies to every PATH unit; one with ``file`` to the units it names
+    (see ``PromptSpec.names``), among the PATH units or else among ``file_units``.
+
     Args:
-        units: the PATH inputs' units, in discovery order; prompts without ``file`` apply to them.
+        units: the PATH inputs' units, in discovery order.
         prompts: every prompt, in order.
         params: the run parameters (for the ids).
-        file_units: units of the files named by prompts (matched by absolute path).
-        problems: unusable prompt lines; each becomes one job listed first.
+        file_units: units of the files from ``files_to_discover``.
+        problems: unusable prompt lines; each becomes one job, listed first.
 
     Returns:
-        The jobs; a (unit, prompt) pair reached twice (a file named both ways) is listed once.
+        The jobs; the same page content asked the same question twice is planned once.
     """
     jobs = [Job(id=problem.id, problem=problem) for problem in problems]
-    general = [p for p in prompts if p.file is None]
-    by_file: dict[str, list[PromptSpec]] = {}
-    for prompt in prompts:
-        if prompt.file is not None:
-            by_file.setdefault(prompt.file, []).append(prompt)
-    ordered: dict[tuple[str, int | None], tuple[Any, list[PromptSpec]]] = {}
-    for unit in units:
-        ordered.setdefault(_unit_key(unit), (unit, []))[1].extend(general)
-    for unit in file_units:
-        key = _unit_key(unit)
-        ordered.setdefault(key, (unit, []))[1].extend(by_file.get(key[0], []))
+    pairs: list[tuple[Any, list[PromptSpec]]] = [(unit, [p for p in prompts if p.file is None]) for unit in units]
+    extra = [(unit, []) for unit in file_units]
+    for prompt in (p for p in prompts if p.file is not None):
+        named = [pair for pair in pairs if prompt.names(pair[0])] or [pair for pair in extra if prompt.names(pair[0])]
+        for _, unit_prompts in named:
+            unit_prompts.append(prompt)
     seen: set[str] = set()
-    for unit, unit_prompts in ordered.values():
+    for unit, unit_prompts in pairs + extra:
         for prompt in unit_prompts:
             if not _applies(prompt, unit):
                 continue
-            identity = job_id(unit.content_hash, prompt.text, params)
+            identity = _job_id_for(unit, prompt, params)
             if identity in seen:
                 continue
             seen.add(identity)
             jobs.append(Job(id=identity, unit=unit, prompt=prompt))
     return jobs
+
+
+def _job_id_for(unit: Any, prompt: PromptSpec, params: RunParams) -> str:
+    if unit.content_hash is not None:
+        return job_id(unit.content_hash, prompt.text, params)
+    # A broken input has no content hash: its identity is where it is and why it failed.
+    error = unit.error
+    where = "\0".join(map(str, (Path(unit.path).absolute(), unit.page, error.stage, error.type)))
+    return job_id("error:" + hashlib.sha256(where.encode()).hexdigest(), prompt.text, params)
 
 
 def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retry_failed: bool) -> Plan:
@@ -360,6 +382,7 @@ __all__ = [
     "PromptSpec",
     "RunParams",
     "build_jobs",
+    "files_to_discover",
     "filter_done",
     "job_id",
     "load_prompts",

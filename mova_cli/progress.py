@@ -112,7 +112,7 @@ def progress_bar(total: int, *, quiet: bool) -> Any:
         unit="item",
         desc="mova",
         file=sys.stderr,
-        disable=quiet,
+        disable=quiet or total == 0,
         dynamic_ncols=True,
         mininterval=0.5,
     )

@@ -12,15 +12,16 @@ def expert_rows() -> list[dict[str, Any]]:
     """One row per registered expert, in router-letter order (the registry's order)."""
     import torch
 
-    from mova.experts import EXPERTS, expert_letter
+    from mova.experts import EXPERTS
+    from mova.routing import LETTERS
 
     rows = []
-    for name, cls in EXPERTS.items():
+    for letter, (name, cls) in zip(LETTERS, EXPERTS.items(), strict=False):
         with torch.device("meta"):  # real-size module, no memory: only its output width is read
             channels = cls(cls.config_class()).out_channels
         rows.append(
             {
-                "letter": expert_letter(name),
+                "letter": letter,
                 "name": name,
                 "channels": channels,
                 "checkpoint_prefix": None

@@ -83,7 +83,7 @@ def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) 
         config = MoVAConfig.from_name(spec)
     else:
         path, _ = resolve_checkpoint(spec, allow_download=not offline)
-        config, layout = read_config(path)
+        config, layout = read_config(path)[:2]
     ours = parameter_table(config, layout="mova")
     components: dict[str, dict[str, int]] = {}
     for name, shape in ours:

@@ -2,12 +2,15 @@
 
 import json
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
 import pytest
 
 from mova_cli.plan import (
+    PromptSpec,
     RunParams,
     build_jobs,
+    files_to_discover,
     filter_done,
     job_id,
     load_prompts,
@@ -23,8 +26,13 @@ class Unit:
     path: str
     page: int | None
     page_count: int | None
-    content_hash: str
+    content_hash: str | None
     error: object = None
+    rel_path: str = ""
+
+    def __post_init__(self):
+        if not self.rel_path:
+            object.__setattr__(self, "rel_path", self.path.rsplit("/", 1)[-1])
 
 
 PARAMS = RunParams(
@@ -78,8 +86,9 @@ def test_prompts_jsonl_both_formats_and_line_numbered_problems(tmp_path):
 
     assert [(p.id, p.line) for p in prompts] == [("total", 1), ("7", 2), ("12", 9), ("r", 12)]
     assert prompts[0].file is None and prompts[0].pages is None
-    assert prompts[1].file == str(folder / "doc.pdf") and prompts[1].pages.resolve(3) == [2]
-    assert prompts[2].text == "What colour?" and prompts[2].file == str(folder / "a.png")
+    assert prompts[1].file == "doc.pdf" and prompts[1].file_path == str(folder / "doc.pdf")
+    assert prompts[1].pages.resolve(3) == [2]
+    assert prompts[2].text == "What colour?" and prompts[2].file_path == str(folder / "a.png")
     assert prompts[3].pages.resolve(5) == [1, 3]
 
     assert [p.line for p in problems] == [4, 5, 6, 7, 8, 10, 11]
@@ -128,30 +137,56 @@ def test_seed_and_top_p_only_count_when_sampling():
 def test_jobs_are_unit_major_and_file_prompts_only_reach_their_file(tmp_path):
     a = str(tmp_path / "a.pdf")
     b = str(tmp_path / "b.png")
-    units = [Unit(a, 1, 2, "a1"), Unit(a, 2, 2, "a2"), Unit(b, None, None, "b")]
+    units = [Unit(a, 1, 2, "a1"), Unit(a, 2, 2, "a2"), Unit(b, 1, 1, "b")]
     general = prompts_from_options(["q1", "q2"])
-    only_b = replace(general[0], id="fb", text="about b", file=b)
-    only_a2 = replace(general[0], id="fa", text="about a p2", file=a, pages=parse_pages("-1"))
+    only_b = replace(general[0], id="fb", text="about b", file="b.png", file_path=b)
+    only_a2 = replace(general[0], id="fa", text="about a p2", file=a, file_path=a, pages=parse_pages("-1"))
     prompts = [*general, only_b, only_a2]
-    jobs = build_jobs(units, prompts, PARAMS, file_units=[units[0], units[1], units[2]])
+    assert files_to_discover(units, prompts) == []
+    jobs = build_jobs(units, prompts, PARAMS)
     pairs = [(job.unit.content_hash, job.prompt.id) for job in jobs]
-    assert pairs == [
-        ("a1", "p1"),
-        ("a1", "p2"),
-        ("a2", "p1"),
-        ("a2", "p2"),
-        ("a2", "fa"),
-        ("b", "p1"),
-        ("b", "p2"),
-        ("b", "fb"),
-    ]
-    assert [job.id for job in jobs] == [
-        job_id(h, p.text, PARAMS) for h, p in [(j.unit.content_hash, j.prompt) for j in jobs]
-    ]
+    expected = [("a1", "p1"), ("a1", "p2"), ("a2", "p1"), ("a2", "p2"), ("a2", "fa"), ("b", "p1"), ("b", "p2")]
+    assert pairs == [*expected, ("b", "fb")]
+    assert [job.id for job in jobs] == [job_id(j.unit.content_hash, j.prompt.text, PARAMS) for j in jobs]
+
+
+@pytest.mark.parametrize(
+    ("written", "rel_path", "named"),
+    [
+        ("chart.png", "docs/chart.png", True),
+        ("docs/chart.png", "docs/chart.png", True),
+        ("./docs/chart.png", "docs/chart.png", True),
+        ("ocs/chart.png", "docs/chart.png", False),
+        ("other/chart.png", "docs/chart.png", False),
+        ("../docs/chart.png", "docs/chart.png", False),
+        ("chart.png", "chart.png.bak", False),
+    ],
+)
+def test_a_prompt_file_names_a_unit_by_a_trailing_part_of_its_relative_path(tmp_path, written, rel_path, named):
+    unit = Unit(str(tmp_path / "in" / rel_path), 1, 1, "h", rel_path=rel_path)
+    prompt = PromptSpec(id="x", text="q", file=written, file_path=str(tmp_path / "elsewhere" / written))
+    assert prompt.names(unit) is named
+
+
+def test_files_not_among_the_inputs_are_discovered_on_their_own(tmp_path):
+    units = [Unit(str(tmp_path / "a.png"), 1, 1, "a")]
+    outside = str(tmp_path / "other" / "z.png")
+    prompts = [PromptSpec(id="x", text="q", file="z.png", file_path=outside)]
+    assert files_to_discover(units, prompts) == [outside]
+    jobs = build_jobs(units, prompts, PARAMS, file_units=[Unit(outside, 1, 1, "z")])
+    assert [(j.unit.content_hash, j.prompt.id) for j in jobs] == [("z", "x")]
+
+
+def test_broken_inputs_get_stable_distinct_ids(tmp_path):
+    error = SimpleNamespace(stage="read", type="corrupt_image", message="bad")
+    broken = [Unit(str(tmp_path / n), None, None, None, error=error) for n in ("x.png", "y.png")]
+    jobs = build_jobs(broken, prompts_from_options(["q1", "q2"]), PARAMS)
+    assert len({j.id for j in jobs}) == 4
+    assert [j.id for j in build_jobs(broken, prompts_from_options(["q1", "q2"]), PARAMS)] == [j.id for j in jobs]
 
 
 def test_identical_pages_with_the_same_prompt_are_planned_once(tmp_path):
-    units = [Unit(str(tmp_path / "a.png"), None, None, "same"), Unit(str(tmp_path / "copy.png"), None, None, "same")]
+    units = [Unit(str(tmp_path / "a.png"), 1, 1, "same"), Unit(str(tmp_path / "copy.png"), 1, 1, "same")]
     jobs = build_jobs(units, prompts_from_options(["q"]), PARAMS)
     assert len(jobs) == 1
 
@@ -160,13 +195,13 @@ def test_prompt_problems_become_the_first_jobs(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"prompt": "ok"}\nbroken\n')
     prompts, problems = load_prompts(path)
-    jobs = build_jobs([Unit(str(tmp_path / "x.png"), None, None, "x")], prompts, PARAMS, problems=problems)
+    jobs = build_jobs([Unit(str(tmp_path / "x.png"), 1, 1, "x")], prompts, PARAMS, problems=problems)
     assert jobs[0].problem is problems[0] and jobs[0].id == problems[0].id
     assert jobs[1].prompt.text == "ok"
 
 
 def test_resume_skips_done_items_and_retry_failed_redoes_errors(tmp_path):
-    units = [Unit(str(tmp_path / f"{i}.png"), None, None, f"h{i}") for i in range(4)]
+    units = [Unit(str(tmp_path / f"{i}.png"), 1, 1, f"h{i}") for i in range(4)]
     jobs = build_jobs(units, prompts_from_options(["q"]), PARAMS)
     previous = [
         {"id": jobs[0].id, "status": "ok"},

@@ -1,0 +1,150 @@
+"""A stand-in for the model behind `mova ask`'s one seam (`commands.ask.open_model`), llm's MockModel idea.
+
+It answers instantly and deterministically from the page's content hash and the prompt, so tests of
+CLI logic (records, resume, exit codes, interruption) run without torch. `stub_cli.py` runs the real
+`mova` command with this stub in a subprocess.
+"""
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mova_cli.commands import ask as ask_command
+from mova_cli.records import ModelInfo
+
+NAMES = ("dinov2", "vary_sam_b", "codetr", "pix2struct", "deplot", "biomedclip", "sam_h")
+
+
+@dataclass
+class StubRequest:
+    image_key: str
+    image: Any
+    prompt: str
+    experts: tuple[str, ...] | None = None
+    route_only: bool = False
+    generation: dict[str, Any] = field(default_factory=dict)
+    pixel_values: dict[str, Any] = field(default_factory=dict)
+    tag: Any = None
+
+
+@dataclass(frozen=True)
+class StubDecision:
+    experts: tuple[str, ...]
+    letters: tuple[str, ...]
+    raw_text: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class StubError:
+    stage: str
+    type: str
+    message: str
+
+
+@dataclass
+class StubResult:
+    tag: Any
+    routing: StubDecision | None = None
+    answer: str | None = None
+    prompt_tokens: int = 0
+    router_tokens: int = 0
+    answer_tokens: int = 0
+    gate_weights: Any = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: StubError | None = None
+
+
+def stub_answer(image_key: str, prompt: str) -> str:
+    """The stub's answer: a pure function of what it was asked (tests recompute it)."""
+    return "stub " + hashlib.sha256(f"{image_key}|{prompt}".encode()).hexdigest()[:12]
+
+
+def stub_choice(image_key: str) -> tuple[str, ...]:
+    """The stub router's choice: two experts picked by the page hash."""
+    index = int(hashlib.sha256(image_key.encode()).hexdigest(), 16)
+    return tuple(sorted({NAMES[index % 7], NAMES[(index // 7) % 7]}, key=NAMES.index))
+
+
+class StubEngine:
+    """Streams one result per request, in order, in batches; records what it was given.
+
+    Args:
+        batch_size: requests pulled before answering.
+        delay: seconds slept per request (for kill tests).
+        interrupt_after: raise KeyboardInterrupt after this many results (as Ctrl-C would).
+        fail_marker: prompts containing it get an ``answer``-stage error result.
+    """
+
+    def __init__(
+        self, *, batch_size: int = 2, delay: float = 0.0, interrupt_after: int | None = None, fail_marker: str = "FAIL"
+    ) -> None:
+        self.batch_size = batch_size
+        self.delay = delay
+        self.interrupt_after = interrupt_after
+        self.fail_marker = fail_marker
+        self.requests: list[StubRequest] = []
+        self.served = 0
+
+    def _answer(self, request: StubRequest) -> StubResult:
+        if self.delay:
+            time.sleep(self.delay)
+        assert request.image.size[0] > 0  # a decoded page reached the engine
+        if self.fail_marker in request.prompt:
+            return StubResult(tag=request.tag, error=StubError("answer", "RuntimeError", "stub failure"))
+        if request.experts is None:
+            chosen, raw, forced = stub_choice(request.image_key), None, False
+        else:
+            chosen, raw, forced = request.experts, "", True
+        letters = tuple("ABCDEFG"[NAMES.index(name)] for name in chosen)
+        decision = StubDecision(chosen, letters, raw if raw is not None else ", ".join(letters), forced)
+        answer = None if request.route_only else stub_answer(request.image_key, request.prompt)
+        return StubResult(
+            tag=request.tag,
+            routing=decision,
+            answer=answer,
+            prompt_tokens=10,
+            router_tokens=3,
+            answer_tokens=0 if answer is None else 2,
+            timings_ms={"route": 1.0, "answer": 2.0},
+        )
+
+    def run(self, requests):
+        batch = []
+        for request in requests:
+            self.requests.append(request)
+            batch.append(request)
+            if len(batch) == self.batch_size:
+                yield from self._flush(batch)
+                batch = []
+        yield from self._flush(batch)
+
+    def _flush(self, batch):
+        for request in batch:
+            if self.interrupt_after is not None and self.served >= self.interrupt_after:
+                raise KeyboardInterrupt
+            self.served += 1
+            yield self._answer(request)
+        batch.clear()
+
+
+def stub_opener(engine: StubEngine):
+    """A replacement for ``ask.open_model`` that serves ``engine``."""
+
+    def open_model(settings):
+        engine.settings = settings
+        return ask_command.ModelSession(
+            engine=engine,
+            make_request=StubRequest,
+            info=ModelInfo(id=settings.model_id, revision=settings.revision, dtype="float32"),
+        )
+
+    return open_model
+
+
+def install(monkeypatch, **options) -> StubEngine:
+    """Route `mova ask` to a new StubEngine for the rest of the test."""
+    engine = StubEngine(**options)
+    monkeypatch.setattr(ask_command, "open_model", stub_opener(engine))
+    return engine

@@ -1,0 +1,78 @@
+"""Import boundaries, checked in fresh interpreters: the library never loads the CLI's dependencies,
+and the CLI's entry point and help never load torch or transformers."""
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+LIBRARY = Path(__file__).resolve().parents[1] / "mova"
+CLI_ONLY = ["click", "pymupdf", "fitz", "orjson", "tqdm", "mova_cli"]
+HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "pymupdf", "fitz"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
+
+
+def test_import_mova_pulls_no_cli_dependency():
+    # transformers itself imports tqdm: what counts is the top-level packages mova adds on top.
+    code = (
+        "import sys, json\n"
+        "import torch, transformers, accelerate, huggingface_hub, safetensors, PIL, numpy\n"
+        "before = set(sys.modules)\n"
+        "import mova\n"
+        "print(json.dumps([sorted(before), sorted(sys.modules)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = ({name.split(".")[0] for name in names} for names in json.loads(out.splitlines()[-1]))
+    added = after - before
+    assert "mova" in added  # the probe works: the library itself was loaded
+    assert added.isdisjoint(CLI_ONLY), sorted(added & set(CLI_ONLY))
+    assert before.isdisjoint(set(CLI_ONLY) - {"tqdm"}), sorted(before & set(CLI_ONLY))
+
+
+def test_no_library_module_imports_a_cli_dependency():
+    for path in sorted(LIBRARY.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            bad = [name for name in names if name.split(".")[0] in CLI_ONLY]
+            assert not bad, f"{path.relative_to(LIBRARY.parent)}:{node.lineno} imports {bad}"
+
+
+def test_import_cli_main_pulls_no_heavy_dependency():
+    loaded = _loaded_after("import mova_cli.main")
+    assert "click" in loaded
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+    assert "mova" not in loaded  # not even mova/__init__, which imports torch
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["experts", "--help"], ["--version"]])
+def test_help_runs_without_torch(args):
+    code = (
+        "import sys\nfrom mova_cli.main import cli\n"
+        f"try:\n    cli({args!r}, prog_name='mova')\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+    )
+    loaded = _loaded_after(code)
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_mova_help_is_fast():
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mova_cli", "--help"], capture_output=True, check=True)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.5, f"`mova --help` took {best:.2f} s"
