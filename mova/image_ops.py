@@ -128,9 +128,10 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
 def normalize(array: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 ``(x / 255 - mean) / std``."""
     table = _normalize_table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    out = np.empty((3, *array.shape[:2]), dtype=np.float32)
+    planes = np.ascontiguousarray(array.transpose(2, 0, 1))  # (3, H, W) uint8
+    out = np.empty(planes.shape, dtype=np.float32)
     for c in range(3):
-        out[c] = table[c][array[:, :, c]]
+        np.take(table[c], planes[c], out=out[c])
     return torch.from_numpy(out)
 
 

@@ -447,6 +447,13 @@ def _open_pdf(path: str, password: str | None, *, stage: str):
     return doc
 
 
+def _close_pdf(doc) -> None:
+    doc.close()
+    # MuPDF keeps decoded fonts and images of closed documents in a store of up to 256 MB; each page
+    # reopens its document, so nothing there is reused: empty it to keep worker memory flat.
+    _pymupdf().TOOLS.store_shrink(100)
+
+
 def _probe_pdf(path: str, settings: RenderSettings, pages: PageSelector | None) -> list[tuple[int, int, str | None]]:
     """``(page, page_count, label)`` for the selected pages of a PDF."""
     doc = _open_pdf(path, settings.password, stage="read")
@@ -467,7 +474,7 @@ def _probe_pdf(path: str, settings: RenderSettings, pages: PageSelector | None) 
             out.append((page, count, label))
         return out
     finally:
-        doc.close()
+        _close_pdf(doc)
 
 
 def _probe_image(path: str, settings: RenderSettings) -> int:
@@ -615,7 +622,7 @@ def render_pdf_page(path: str, page: int, settings: RenderSettings) -> Image.Ima
         except Exception as exc:  # MuPDF errors on damaged content streams
             raise _fail("render", "render_failed", f"page {page}: {exc}") from exc
     finally:
-        doc.close()
+        _close_pdf(doc)
 
 
 def read_image(path: str, frame: int, settings: RenderSettings) -> Image.Image:

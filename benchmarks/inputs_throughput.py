@@ -1,0 +1,164 @@
+"""Input pipeline benchmark: render + preprocess throughput, and host memory over a long run.
+
+Generates PDFs (text, vector shapes and one embedded photo per page) in a temporary folder, then:
+
+1. throughput (pages/s) of ``Prefetcher`` with 1 worker and with the default worker count, plus a
+   thread-pool baseline (load and preprocess in threads of one process) for comparison;
+2. resident memory (this process, and this process plus its workers) sampled while 2,000 pages stream
+   through the default prefetcher, with the growth after warm-up.
+
+Each page is rendered at 200 dpi capped at 1024 px and preprocessed into all four reference tensors
+(CLIP 672, DINOv2 672, the 1024-px input and 2025 Pix2Struct patches), the most a page can need.
+
+Run:  python benchmarks/inputs_throughput.py [--pages 2000] [--throughput-pages 240]
+"""
+
+import argparse
+import io
+import os
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pymupdf
+import torch
+from PIL import Image
+
+from mova.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from mova.image_ops import clip_style_transform, mean_fill, pix2struct_patches
+from mova_cli.prefetch import Prefetcher, default_workers
+from mova_cli.sources import discover_sources, load_unit
+
+
+def make_corpus(folder: Path, pages: int, *, pages_per_pdf: int = 100) -> None:
+    """Write ``pages`` pages as PDFs of ``pages_per_pdf`` pages each."""
+    yy, xx = np.mgrid[0:300, 0:400]
+    photo = np.stack([xx * 255 // 400, yy * 255 // 300, (xx + yy) * 255 // 700], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=85)
+    photo_bytes = buffer.getvalue()
+    written = 0
+    index = 0
+    while written < pages:
+        doc = pymupdf.open()
+        xref = 0
+        for _ in range(min(pages_per_pdf, pages - written)):
+            page = doc.new_page()  # A4
+            for line in range(40):
+                page.insert_text((50, 60 + 18 * line), f"Line {line} of page {written + 1}: quarterly figures " * 2)
+            page.draw_rect(pymupdf.Rect(60, 420, 300, 600), color=(0, 0, 0), fill=(0.2, 0.4, 0.8))
+            rect = pymupdf.Rect(320, 420, 540, 585)
+            xref = page.insert_image(rect, xref=xref) if xref else page.insert_image(rect, stream=photo_bytes)
+            written += 1
+        doc.save(folder / f"doc{index:03d}.pdf")
+        index += 1
+
+
+def preprocess_all(image: Image.Image) -> dict[str, torch.Tensor]:
+    """The four reference tensors of one page."""
+    return {
+        "clip": clip_style_transform(image, size=672, mean=CLIP_MEAN, std=CLIP_STD, pad_to_square=True),
+        "dinov2": clip_style_transform(image, size=672, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_to_square=True),
+        "sam_1024": clip_style_transform(image, size=1024, mean=CLIP_MEAN, std=CLIP_STD, pad_to_square=True),
+        "pix2struct": pix2struct_patches(
+            image, max_patches=2025, patch_size=16, pad_to_square=True, pad_fill=mean_fill(CLIP_MEAN)
+        ),
+    }
+
+
+def prefetcher_rate(units: list, workers: int) -> float:
+    with Prefetcher(preprocess_all, workers=workers, timeout=120) as prefetcher:
+        # start the workers (they import pymupdf) before the clock starts
+        for _ in prefetcher.map(units[:workers]):
+            pass
+        start = time.perf_counter()
+        failed = sum(result.error is not None for result in prefetcher.map(units))
+        elapsed = time.perf_counter() - start
+    assert failed == 0, f"{failed} pages failed"
+    return len(units) / elapsed
+
+
+def _load_and_preprocess(unit):
+    return preprocess_all(load_unit(unit))
+
+
+def threads_rate(units: list, workers: int) -> float:
+    """Baseline: load (pymupdf) and preprocess in threads of this process."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        start = time.perf_counter()
+        for _ in pool.map(_load_and_preprocess, units):
+            pass
+        return len(units) / (time.perf_counter() - start)
+
+
+def _rss_mb(process: psutil.Process, *, children: bool) -> float:
+    total = process.memory_info().rss
+    if children:
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    return total / 2**20
+
+
+def memory_run(units: list, workers: int, *, warmup: int, every: int) -> list[tuple[int, float, float]]:
+    """(pages done, RSS of this process, RSS with workers) every ``every`` pages."""
+    me = psutil.Process()
+    samples = []
+    with Prefetcher(preprocess_all, workers=workers, timeout=120) as prefetcher:
+        for done, result in enumerate(prefetcher.map(units), start=1):
+            assert result.error is None, result.error
+            del result
+            if done == warmup or (done > warmup and done % every == 0) or done == len(units):
+                samples.append((done, _rss_mb(me, children=False), _rss_mb(me, children=True)))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=2000, help="pages streamed for the memory figure")
+    parser.add_argument("--throughput-pages", type=int, default=240, help="pages timed per throughput figure")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="the 'default' worker count")
+    parser.add_argument("--warmup", type=int, default=200, help="pages before the memory baseline")
+    args = parser.parse_args()
+
+    print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
+    print(f"cpus: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, default workers: {args.workers}")
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        make_corpus(Path(folder), args.pages)
+        units = discover_sources([folder])
+        print(
+            f"corpus: {len(units)} pages in {len(list(Path(folder).glob('*.pdf')))} PDFs, planned in "
+            f"{time.perf_counter() - start:.1f} s; page size {units[0].load().size}"
+        )
+
+        timed = units[: args.throughput_pages]
+        one = prefetcher_rate(timed, 1)
+        print(f"throughput, 1 worker process:       {one:6.2f} pages/s")
+        many = prefetcher_rate(timed, args.workers)
+        print(f"throughput, {args.workers} worker processes:     {many:6.2f} pages/s  (x{many / one:.2f})")
+        threads = threads_rate(timed, args.workers)
+        print(f"baseline, {args.workers} threads in one process: {threads:6.2f} pages/s")
+
+        samples = memory_run(units, args.workers, warmup=args.warmup, every=max(1, args.pages // 10))
+        base_self, base_all = samples[0][1], samples[0][2]
+        print(f"memory over {len(units)} pages ({args.workers} workers), RSS in MiB (this process / with workers):")
+        for done, own, total in samples:
+            print(f"  after {done:5d} pages: {own:8.1f} / {total:8.1f}")
+        growth_self = max(s[1] for s in samples) / base_self - 1
+        growth_all = max(s[2] for s in samples) / base_all - 1
+        print(
+            f"growth after warm-up ({args.warmup} pages): this process {growth_self:+.1%}, "
+            f"with workers {growth_all:+.1%} (max over samples vs first sample)"
+        )
+
+
+if __name__ == "__main__":
+    main()
