@@ -227,7 +227,7 @@ class WorkerPool:
             worker.process.join()
         worker.conn.close()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, settle: list[tuple[Future, bool, Any]]) -> None:
         """Give queued calls to idle workers; start workers while calls wait. Called under the lock."""
         while self._queue:
             idle = next((w for w in self._pool if w.ready and w.task is None), None)
@@ -241,9 +241,11 @@ class WorkerPool:
             if not task.future.set_running_or_notify_cancel():
                 continue
             try:
-                idle.conn.send((task.fn, task.arg))
+                idle.conn.send((task.fn, task.arg))  # pickles first, so a pickling error sends nothing
+            except OSError:
+                pass  # the worker just died: its EOF fails this call as a crash
             except Exception as exc:  # the call does not pickle
-                task.future.set_exception(exc)
+                settle.append((task.future, False, exc))
                 continue
             idle.task = task
             idle.deadline = None if task.timeout is None else time.monotonic() + task.timeout
@@ -288,6 +290,13 @@ class WorkerPool:
             error = WorkerTimeout(f"no result after {task.timeout:g} s; the worker was stopped")
             settle.append((task.future, False, error))
 
+    @staticmethod
+    def _flush(settle: list[tuple[Future, bool, Any]]) -> None:
+        # futures are settled outside the lock: their callbacks may submit new calls
+        for future, ok, payload in settle:
+            _settle(future, ok, payload)
+        settle.clear()
+
     def _run(self) -> None:
         settle: list[tuple[Future, bool, Any]] = []
         try:
@@ -295,9 +304,10 @@ class WorkerPool:
                 with self._lock:
                     if self._closing:
                         break
-                    self._dispatch()
+                    self._dispatch(settle)
                     conns = {w.conn: w for w in self._pool}
                     deadlines = [w.deadline for w in self._pool if w.deadline is not None]
+                self._flush(settle)
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 ready = wait([*conns, self._wake_r], timeout)
                 with self._lock:
@@ -307,10 +317,7 @@ class WorkerPool:
                         else:
                             self._finish(conns[conn], settle)
                     self._expire(settle)
-                # futures are settled outside the lock: their callbacks may submit new calls
-                for future, ok, payload in settle:
-                    _settle(future, ok, payload)
-                settle.clear()
+                self._flush(settle)
         finally:
             with self._lock:
                 for worker in list(self._pool):

@@ -342,6 +342,7 @@ def discover(
             ancestor becomes a ``symlink_loop`` error).
         include: glob patterns; when given, only files whose relative path or name matches one are kept.
         exclude: glob patterns on relative paths or names; matching files and folders are dropped.
+            Both filter what folders and globs expand to; a file named directly is always used.
 
     Yields:
         One ``SourceFile`` per file (with ``error`` set for paths that cannot be used). In folders,
