@@ -7,6 +7,7 @@ redo work, any change to what the model sees or how it decodes does.
 """
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import jsonl
+
+logger = logging.getLogger(__name__)
 
 # --- page selections ----------------------------------------------------------------------------
 
@@ -337,6 +340,9 @@ def build_jobs(
                 continue
             identity = _job_id_for(unit, prompt, params)
             if identity in seen:
+                logger.info(
+                    "%s page %s: same content and prompt as an earlier item; answered once", unit.path, unit.page
+                )
                 continue
             seen.add(identity)
             jobs.append(Job(id=identity, unit=unit, prompt=prompt))

@@ -255,6 +255,10 @@ def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
     )
 
     output = options["output"]
+    if output != jsonl.STDOUT:
+        folder = Path(output).absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise SetupError(f"cannot write {output}: {folder} is not a writable folder")
     previous: list[dict[str, Any]] = []
     if output != jsonl.STDOUT and Path(output).exists() and not options["overwrite"]:
         try:
