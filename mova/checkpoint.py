@@ -8,7 +8,7 @@ host memory peaks near one copy of the weights.
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,17 +228,19 @@ def released_config(config: MoVAConfig, *, text_encoder_tokenizer: str = "bert-l
     return values
 
 
-def read_config(path: str | Path) -> tuple[MoVAConfig, str]:
-    """The config of a checkpoint directory and its layout (``"mova"`` or ``"released"``)."""
+def read_config(path: str | Path) -> tuple[MoVAConfig, str, str | None]:
+    """The config of a checkpoint directory, its layout (``"mova"`` or ``"released"``), and where
+    the question encoder's tokenizer is (the release's ``mm_projector_text_encoder``; None for ours).
+    """
     path = Path(path)
     if (path / CONFIG_FILE).is_file():
-        return MoVAConfig.from_file(path / CONFIG_FILE), "mova"
+        return MoVAConfig.from_file(path / CONFIG_FILE), "mova", None
     if (path / RELEASED_CONFIG_FILE).is_file():
         try:
             values = json.loads((path / RELEASED_CONFIG_FILE).read_text())
         except ValueError as exc:
             raise CheckpointError(f"{path / RELEASED_CONFIG_FILE}: invalid JSON ({exc})") from exc
-        return config_from_released(values), "released"
+        return config_from_released(values), "released", values.get("mm_projector_text_encoder")
     raise CheckpointError(f"{path} has neither {CONFIG_FILE} nor {RELEASED_CONFIG_FILE}")
 
 
@@ -257,8 +259,18 @@ def _missing_hint(missing: list[str]) -> str:
     return ""
 
 
-def load_state(model: torch.nn.Module, path: str | Path, *, dtype: torch.dtype, layout: str | None = None) -> None:
+def load_state(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    dtype: torch.dtype,
+    layout: str | None = None,
+    device_for: Callable[[str], torch.device] | None = None,
+) -> None:
     """Load a checkpoint directory strictly into ``model`` (typically built on the meta device).
+
+    ``device_for(key)`` places each tensor as it is read (device maps), so host memory holds at most
+    the parts that stay on the CPU plus one shard being read.
 
     Raises:
         CheckpointError: missing or unexpected keys (counts and the first names) or shape mismatches.
@@ -275,7 +287,8 @@ def load_state(model: torch.nn.Module, path: str | Path, *, dtype: torch.dtype, 
                 continue
             # NOTE: a fresh allocation per tensor: safetensors/mmap views can be misaligned, and CPU
             # kernels then round differently, so logits would depend on the file format.
-            state[key] = value.to(dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
+            target = device_for(key) if device_for else torch.device("cpu")
+            state[key] = value.to(device=target, dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
     missing = sorted(set(expected) - set(state))
     if missing or unexpected:
         raise CheckpointError(

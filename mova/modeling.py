@@ -12,6 +12,7 @@ from .adapter import AdapterOutput, MoVAdapter
 from .alignment import align_to_grid
 from .base_encoder import ClipBaseEncoder
 from .config import MoVAConfig
+from .device_map import execution_device
 from .experts import get_expert
 from .language_model import build_language_model
 
@@ -54,8 +55,8 @@ class MoVAModel(nn.Module):
 
     # --- vision --------------------------------------------------------------------------------------
     def _input_for(self, module: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        weight = next(module.parameters())
-        return pixel_values.to(device=weight.device, dtype=weight.dtype)
+        dtype = next(module.parameters()).dtype
+        return pixel_values.to(device=execution_device(module), dtype=dtype)
 
     @torch.inference_mode()
     def encode_base(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -91,9 +92,12 @@ class MoVAModel(nn.Module):
             routing_mask: (B, E) {0, 1} over the enabled experts in registry order.
             text_features: (B, D).
         """
+        device = self.device  # features may come from experts on other devices (device maps)
         names = list(self.experts)
-        by_position = {names.index(name): features for name, features in expert_features.items()}
-        return self.adapter.forward_with_gates(base_features, by_position, routing_mask.to(self.device), text_features)
+        by_position = {names.index(name): features.to(device) for name, features in expert_features.items()}
+        return self.adapter.forward_with_gates(
+            base_features.to(device), by_position, routing_mask.to(device), text_features.to(device)
+        )
 
     def pool_for_routing(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return self.adapter.pool_for_routing(image_tokens)

@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import load_state, parse_dtype, read_config, save_state
 from .config import MoVAConfig
+from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
 from .errors import CheckpointError
 from .modeling import MoVAModel
 from .processing import MoVAProcessor
@@ -165,6 +166,9 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
     attn_implementation: str = "sdpa",
+    device_map: str | dict[str, str | int] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_dir: str | Path | None = None,
     allow_download: bool = False,
     revision: str | None = None,
     cache_dir: str | None = None,
@@ -174,28 +178,48 @@ def load_model(
 
     Args:
         spec: a checkpoint directory (released layout or ours), a hub id, or ``"tiny-random"``.
-        device, dtype: where and in which precision the weights live.
+        device, dtype: where and in which precision the weights live (ignored for placement when
+            ``device_map`` is given).
+        device_map: ``auto``/``balanced``/``sequential`` (planned by accelerate under ``max_memory``)
+            or an explicit map of module prefixes to a GPU index, ``"cpu"`` or ``"disk"``.
+        offload_dir: where ``disk`` entries of the map are written.
         allow_download: fetch a hub id that is not cached (never done implicitly by the library).
     """
     torch_dtype = parse_dtype(dtype)
     if spec in RANDOM_PRESETS:
         model, tokenizer, text_tokenizer = build_tiny(seed, attn_implementation=attn_implementation, preset=spec)
-        model = _finish(model, device=device, dtype=torch_dtype)
-        return LoadedModel(model, MoVAProcessor(model.config, tokenizer, text_tokenizer), spec)
+        processor = MoVAProcessor(model.config, tokenizer, text_tokenizer)
+        if device_map is None:
+            return LoadedModel(_finish(model, device=device, dtype=torch_dtype), processor, spec)
+        model.to(torch_dtype)
+        plan = _plan(model, device_map, max_memory, torch_dtype)
+        return LoadedModel(_dispatched(model, plan, offload_dir), processor, spec)
     path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
-    config, layout = read_config(path)
+    config, layout, text_tokenizer_ref = read_config(path)
     tokenizer = load_llama_tokenizer(path)
-    hint = None
-    if layout == "released":
-        import json
-
-        hint = json.loads((path / "config.json").read_text()).get("mm_projector_text_encoder")
-    text_tokenizer = _text_tokenizer(path, hint, allow_download)
+    text_tokenizer = _text_tokenizer(path, text_tokenizer_ref, allow_download)
+    processor = MoVAProcessor(config, tokenizer, text_tokenizer)
     with torch.device("meta"):
         model = MoVAModel(config, attn_implementation=attn_implementation)
-    load_state(model, path, dtype=torch_dtype, layout=layout)
-    model = _finish(model, device=device, dtype=torch_dtype)
-    return LoadedModel(model, MoVAProcessor(config, tokenizer, text_tokenizer), spec, revision)
+    if device_map is None:
+        load_state(model, path, dtype=torch_dtype, layout=layout)
+        return LoadedModel(_finish(model, device=device, dtype=torch_dtype), processor, spec, revision)
+    plan = _plan(model, device_map, max_memory, torch_dtype)
+    load_state(model, path, dtype=torch_dtype, layout=layout, device_for=device_for(plan))
+    return LoadedModel(_dispatched(model, plan, offload_dir), processor, spec, revision)
+
+
+def _plan(model: MoVAModel, device_map, max_memory, dtype: torch.dtype) -> dict[str, str | int]:
+    if isinstance(device_map, str):
+        return plan_device_map(model, strategy=device_map, max_memory=max_memory, dtype=dtype)
+    return pin_resident_modules(model, device_map)
+
+
+def _dispatched(model: MoVAModel, plan: dict[str, str | int], offload_dir) -> MoVAModel:
+    logger.info("device map: %s", plan)
+    model.reset_buffers("cpu")  # accelerate's hooks move every module's buffers to its device
+    model.eval().requires_grad_(False)
+    return dispatch(model, plan, offload_dir=offload_dir)
 
 
 __all__ = [
