@@ -16,7 +16,7 @@ $(BIN)/mova: pyproject.toml
 setup: $(BIN)/mova
 
 demo: setup
-	$(BIN)/mova ask examples/ --prompts examples/prompts.jsonl -m tiny-random -o examples/out.jsonl --overwrite
+	$(BIN)/mova ask examples/ --prompts examples/prompts.jsonl -m tiny-random --max-new-tokens 24 -o examples/out.jsonl --overwrite
 	@echo "wrote examples/out.jsonl (tiny-random: the answers are random text)" >&2
 
 test: setup
