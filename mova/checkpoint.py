@@ -9,6 +9,7 @@ host memory peaks near one copy of the weights.
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,11 @@ def released_config(config: MoVAConfig, *, text_encoder_tokenizer: str = "bert-l
             "base_encoder": config.base_encoder,
             "experts": config.experts,
             "text_encoder": adapter.text_encoder,
-            "adapter": {"num_heads": adapter.num_heads, "mlp_hidden_size": adapter.mlp_hidden_size},
+            "adapter": {
+                k: v
+                for k, v in asdict(adapter).items()
+                if k not in ("grid_size", "num_layers", "top_k", "num_routing_tokens", "text_encoder")
+            },
         }
     return values
 

@@ -20,9 +20,9 @@ CONFIG_FILE = "mova_config.json"
 class AdapterConfig:
     """The MoV-Adapter (upstream ``MoVAdapter``): expert fusion, downsampling, projection to the LLM."""
 
-    grid_size: int = 48  # upstream image_feat_size: the base grid is grid_size x grid_size tokens
-    num_layers: int = 3  # upstream num_projector_layers
-    num_heads: int = 16
+    grid_size: int = 48  # [I] upstream image_feat_size (spec 4): the base grid is grid_size x grid_size tokens
+    num_layers: int = 3  # [I] upstream num_projector_layers, the adapter's default
+    num_heads: int = 16  # head dim 64, as upstream's Attention
     mlp_hidden_size: int = 2730  # SwiGLU hidden: int(1024 * 4 * 2 / 3)
     top_k: int = 3  # upstream topk_experts [I in the spec: expected 3]
     num_routing_tokens: int = 144  # routing-pass tokens after pooling [I: expected 144]
