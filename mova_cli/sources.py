@@ -208,7 +208,7 @@ def sniff_kind(head: bytes) -> str | None:
 
 
 def _has_magic(text: str) -> bool:
-    return glob.has_magic(text)
+    return any(char in text for char in "*?[")
 
 
 def _is_hidden(name: str) -> bool:
