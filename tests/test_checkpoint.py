@@ -124,3 +124,17 @@ def test_tiny_build_is_deterministic():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_clip_position_table_is_loaded_as_stored_not_reinterpolated(tmp_path):
+    mova.save_tiny_checkpoint(tmp_path, layout="released")
+    key = "model.vision_tower.vision_tower_0.vision_model.embeddings.position_embedding.weight"
+    state = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    grid = mova.MoVAConfig.from_name("tiny-random").adapter.grid_size
+    assert state[key].shape[0] == grid * grid + 1  # CLS row + the grid, as the release stores 2305 = 48*48 + 1
+    table = torch.arange(state[key].numel(), dtype=torch.float32).reshape(state[key].shape) / 1000
+    state[key] = table
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    loaded = mova.load_model(str(tmp_path))
+    stored = loaded.model.base_encoder.state_dict()["vision_model.embeddings.position_embedding.weight"]
+    assert torch.equal(stored, table)
