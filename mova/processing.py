@@ -15,6 +15,7 @@ from .constants import IMAGE_TOKEN_INDEX
 from .conversation import build_prompt
 from .errors import InputError
 from .experts import BASE_PREPROCESS_KEY, get_expert
+from .image_ops import to_rgb
 from .routing import build_routing_question
 from .tokenization import bert_text, tokenize_with_image
 
@@ -61,9 +62,7 @@ class MoVAProcessor:
 
     def preprocess(self, image: Image.Image, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """One RGB page -> {key: float32 tensor without batch dim} for each requested key."""
-        if image.mode != "RGB":
-            # NOTE: upstream calls .convert("RGB") (alpha dropped, not composited); kept for parity.
-            image = image.convert("RGB")
+        image = to_rgb(image)
         return {key: self._preprocessors[key](image) for key in keys}
 
     # --- text ------------------------------------------------------------------------------------------

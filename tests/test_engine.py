@@ -53,9 +53,7 @@ def _forced(i):
 
 
 def _summary(results):
-    return [
-        (r.tag, r.error, r.routing, r.answer, r.prompt_tokens, r.router_tokens, r.answer_tokens) for r in results
-    ]
+    return [(r.tag, r.error, r.routing, r.answer, r.prompt_tokens, r.router_tokens, r.answer_tokens) for r in results]
 
 
 @pytest.mark.parametrize("experts_for", [lambda i: None, _forced], ids=["routed", "mixed-forced"])
@@ -159,3 +157,17 @@ def test_gate_weights_are_reported_per_block_and_respect_the_routing(loaded):
             assert all(w == 0.0 for w in others)
             if chosen:
                 assert abs(sum(chosen) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "CMYK", "1", "L"])
+def test_every_pil_mode_reaches_an_answer(loaded, mode):
+    image = _image(1).convert("RGBA").convert(mode) if mode != "I;16" else Image.new("I;16", (30, 20), 40000)
+    request = Request(
+        image_key=mode,
+        image=image,
+        prompt="What is this?",
+        experts=("dinov2",),
+        generation=GenerationConfig(max_new_tokens=2),
+    )
+    (result,) = Engine(loaded).run([request])
+    assert result.error is None and result.answer is not None
