@@ -138,3 +138,15 @@ def test_clip_position_table_is_loaded_as_stored_not_reinterpolated(tmp_path):
     loaded = mova.load_model(str(tmp_path))
     stored = loaded.model.base_encoder.state_dict()["vision_model.embeddings.position_embedding.weight"]
     assert torch.equal(stored, table)
+
+
+def test_a_hub_id_loads_from_the_local_hugging_face_cache_offline(tmp_path, monkeypatch, tiny_logits):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-mova"
+    mova.save_tiny_checkpoint(repo / "snapshots" / commit, layout="released")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HOME once at import, so point it at this cache explicitly
+    loaded = mova.load_model("someone/tiny-mova", cache_dir=str(tmp_path / "hub"))
+    assert torch.equal(_logits(loaded), tiny_logits)
