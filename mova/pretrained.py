@@ -29,6 +29,7 @@ DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
 TEXT_TOKENIZER_DIR = "text_tokenizer"  # where our checkpoints keep the BERT vocabulary
 # Files of the hub repo that inference needs; its experts/ folder only serves upstream's constructor.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "text_tokenizer/*"]
+_TOKENIZER_PATTERNS = ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 @dataclass
@@ -98,7 +99,12 @@ def save_tiny_checkpoint(
 
 
 def resolve_checkpoint(
-    spec: str, *, allow_download: bool = False, revision: str | None = None, cache_dir: str | None = None
+    spec: str,
+    *,
+    allow_download: bool = False,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    allow_patterns: list[str] | None = None,
 ) -> tuple[Path, str | None]:
     """A local directory for ``spec`` (a path, or a hub id found in the HF cache or downloaded).
 
@@ -119,7 +125,7 @@ def resolve_checkpoint(
             spec,
             revision=revision,
             cache_dir=cache_dir,
-            allow_patterns=_HUB_PATTERNS,
+            allow_patterns=allow_patterns or _HUB_PATTERNS,
             local_files_only=offline or not allow_download,
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
@@ -138,7 +144,7 @@ def resolve_checkpoint(
     return Path(path), revision
 
 
-def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool):
+def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool, cache_dir: str | None):
     candidates = [path / TEXT_TOKENIZER_DIR]
     if values_hint:
         candidates.insert(0, path / values_hint)
@@ -149,7 +155,10 @@ def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool):
         # The release names the hub id "bert-large-uncased"; its vocabulary is not in the checkpoint.
         try:
             bert_path, _ = resolve_checkpoint(
-                values_hint if "/" in values_hint else f"google-bert/{values_hint}", allow_download=allow_download
+                values_hint if "/" in values_hint else f"google-bert/{values_hint}",
+                allow_download=allow_download,
+                cache_dir=cache_dir,
+                allow_patterns=_TOKENIZER_PATTERNS,
             )
         except CheckpointError as exc:
             raise CheckpointError(
@@ -157,7 +166,9 @@ def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool):
                 f"{path / TEXT_TOKENIZER_DIR}/ or make it available in the Hugging Face cache. ({exc})"
             ) from exc
         return load_bert_tokenizer(bert_path)
-    raise CheckpointError(f"no question-encoder tokenizer in {path} (expected {TEXT_TOKENIZER_DIR}/vocab.txt)")
+    raise CheckpointError(
+        f"no question-encoder tokenizer in {path} (expected {TEXT_TOKENIZER_DIR}/ with vocab.txt or tokenizer.json)"
+    )
 
 
 def load_model(
@@ -197,7 +208,7 @@ def load_model(
     path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
     config, layout, text_tokenizer_ref = read_config(path)
     tokenizer = load_llama_tokenizer(path)
-    text_tokenizer = _text_tokenizer(path, text_tokenizer_ref, allow_download)
+    text_tokenizer = _text_tokenizer(path, text_tokenizer_ref, allow_download, cache_dir)
     processor = MoVAProcessor(config, tokenizer, text_tokenizer)
     with torch.device("meta"):
         model = MoVAModel(config, attn_implementation=attn_implementation)
