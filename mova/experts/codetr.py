@@ -11,38 +11,30 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers.vitdet import ViTDetEncoder
-from .base import ExpertConfig, VisionExpert
-from .vary_sam_b import HIGH_RES_PREPROCESS_KEY, high_res_preprocess
+from .base import VisionExpert
+from .vary_sam_b import HIGH_RES_PREPROCESS_KEY, HighResExpertConfig, high_res_preprocess
 
 
 @dataclass(frozen=True)
-class CodetrExpertConfig(ExpertConfig):
+class CodetrExpertConfig(HighResExpertConfig):
     """EVA-02 ViT-L of Co-DETR; defaults are the MoVA-8B release (spec 4.4).
 
     ``image_size`` is the shared high-resolution input; the expert resizes it to ``input_size`` itself
     and resizes its feature map to ``output_grid`` at the end.
     """
 
-    image_size: int = 1024
-    input_size: int = 1280
-    patch_size: int = 16
     embed_dim: int = 1024
     depth: int = 24
     num_heads: int = 16
     mlp_dim: int = 2730  # int(1024 * 4 * 2 / 3)
     window_size: int = 16
     global_attn_indexes: tuple[int, ...] = (5, 11, 17, 23)
-    norm_eps: float = 1e-6
+    input_size: int = 1280
     out_norm_eps: float = 1e-5
-    neck_chans: int = 256
-    neck_norm_eps: float = 1e-6
     output_grid: int = 37
     rope_pt_seq_len: int = 16  # EVA-02 pretraining grid (224 px / 14)
     rope_theta: float = 10000.0
-    image_mean: tuple[float, float, float] = CLIP_MEAN
-    image_std: tuple[float, float, float] = CLIP_STD
 
 
 class CodetrExpert(ViTDetEncoder, VisionExpert):
@@ -58,19 +50,10 @@ class CodetrExpert(ViTDetEncoder, VisionExpert):
 
     def __init__(self, config: CodetrExpertConfig) -> None:
         super().__init__(
+            arch=config,
             image_size=config.input_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            mlp_dim=config.mlp_dim,
-            window_size=config.window_size,
-            global_attn_indexes=config.global_attn_indexes,
-            out_chans=config.neck_chans,
             attention="rope",
             mlp="swiglu",
-            norm_eps=config.norm_eps,
-            neck_norm_eps=config.neck_norm_eps,
             out_norm_eps=config.out_norm_eps,
             neck_gelu=True,
             pos_embed_cls_slot=True,

@@ -9,29 +9,21 @@ from dataclasses import dataclass
 
 import torch
 
-from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers.vitdet import ViTDetEncoder
-from .base import ExpertConfig, VisionExpert
-from .vary_sam_b import HIGH_RES_PREPROCESS_KEY, high_res_preprocess
+from .base import VisionExpert
+from .vary_sam_b import HIGH_RES_PREPROCESS_KEY, HighResExpertConfig, high_res_preprocess
 
 
 @dataclass(frozen=True)
-class SamHExpertConfig(ExpertConfig):
+class SamHExpertConfig(HighResExpertConfig):
     """SAM ViT-H; defaults are the MoVA-8B release (spec 4.8)."""
 
-    image_size: int = 1024
-    patch_size: int = 16
     embed_dim: int = 1280
     depth: int = 32
     num_heads: int = 16
     mlp_dim: int = 5120
     window_size: int = 14
     global_attn_indexes: tuple[int, ...] = (7, 15, 23, 31)
-    norm_eps: float = 1e-6
-    neck_chans: int = 256
-    neck_norm_eps: float = 1e-6
-    image_mean: tuple[float, float, float] = CLIP_MEAN
-    image_std: tuple[float, float, float] = CLIP_STD
 
 
 class SamHExpert(ViTDetEncoder, VisionExpert):
@@ -48,22 +40,7 @@ class SamHExpert(ViTDetEncoder, VisionExpert):
     preprocess = staticmethod(high_res_preprocess)
 
     def __init__(self, config: SamHExpertConfig) -> None:
-        super().__init__(
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            mlp_dim=config.mlp_dim,
-            window_size=config.window_size,
-            global_attn_indexes=config.global_attn_indexes,
-            out_chans=config.neck_chans,
-            attention="rel_pos",
-            mlp="gelu",
-            norm_eps=config.norm_eps,
-            neck_norm_eps=config.neck_norm_eps,
-            config=config,
-        )
+        super().__init__(arch=config, config=config)
 
     @classmethod
     def tiny_config(cls) -> SamHExpertConfig:

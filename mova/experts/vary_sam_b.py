@@ -2,12 +2,11 @@
 
 This corresponds to ``ImageEncoderViT`` in MoVA's ``mova/model/vision_experts/vary/sam.py`` (Vary's copy
 of segment-anything with the extra ``net_2`` conv), released as ``model.vision_tower.vision_tower_2``.
-Parameter names are kept for checkpoint compatibility. The high-resolution preprocessing shared by the
-three 1024 px experts (Vary, Co-DETR, SAM-H) lives here too, as ``high_res_preprocess``.
+Parameter names are kept for checkpoint compatibility. What the three 1024 px experts (Vary, Co-DETR,
+SAM-H) share lives here too: ``high_res_preprocess`` and the base of their configs, ``HighResExpertConfig``.
 """
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from PIL import Image
@@ -15,19 +14,21 @@ from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..image_ops import clip_style_transform
-from ..layers.vitdet import ViTDetEncoder
+from ..layers.vitdet import ViTDetConfig, ViTDetEncoder
 from .base import ExpertConfig, VisionExpert
 
 HIGH_RES_PREPROCESS_KEY = "high_res"
 
 
-class _HighResInput(Protocol):
-    image_size: int
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
+@dataclass(frozen=True)
+class HighResExpertConfig(ViTDetConfig, ExpertConfig):
+    """Base of the configs of the three ViTDet experts, which share one preprocessed 1024 px tensor."""
+
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
 
 
-def high_res_preprocess(image: Image.Image, config: _HighResInput, *, pad_to_square: bool = True) -> torch.Tensor:
+def high_res_preprocess(image: Image.Image, config: HighResExpertConfig, *, pad_to_square: bool = True) -> torch.Tensor:
     """One image -> (3, S, S) float32: upstream's high-resolution processor (processor 2, spec 3.3).
 
     NOTE: the release's ``vary-vit-base-patch16-1024/preprocessor_config.json`` could not be read; this
@@ -37,7 +38,7 @@ def high_res_preprocess(image: Image.Image, config: _HighResInput, *, pad_to_squ
 
     Args:
         image: any PIL image (converted to RGB).
-        config: an expert config with ``image_size``, ``image_mean`` and ``image_std``.
+        config: the config of one of the experts that share this input.
         pad_to_square: upstream ``image_aspect_ratio == "pad"``: pad with the mean colour first.
     """
     return clip_style_transform(
@@ -46,23 +47,16 @@ def high_res_preprocess(image: Image.Image, config: _HighResInput, *, pad_to_squ
 
 
 @dataclass(frozen=True)
-class VarySamBExpertConfig(ExpertConfig):
+class VarySamBExpertConfig(HighResExpertConfig):
     """Vary's SAM ViT-B; defaults are the MoVA-8B release (spec 4.3)."""
 
-    image_size: int = 1024
-    patch_size: int = 16
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_dim: int = 3072
     window_size: int = 14
     global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    norm_eps: float = 1e-6
-    neck_chans: int = 256
-    neck_norm_eps: float = 1e-6
     net_2_chans: int = 512
-    image_mean: tuple[float, float, float] = CLIP_MEAN
-    image_std: tuple[float, float, float] = CLIP_STD
 
 
 class VarySamBExpert(ViTDetEncoder, VisionExpert):
@@ -79,22 +73,7 @@ class VarySamBExpert(ViTDetEncoder, VisionExpert):
     preprocess = staticmethod(high_res_preprocess)
 
     def __init__(self, config: VarySamBExpertConfig) -> None:
-        super().__init__(
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            mlp_dim=config.mlp_dim,
-            window_size=config.window_size,
-            global_attn_indexes=config.global_attn_indexes,
-            out_chans=config.neck_chans,
-            attention="rel_pos",
-            mlp="gelu",
-            norm_eps=config.norm_eps,
-            neck_norm_eps=config.neck_norm_eps,
-            config=config,
-        )
+        super().__init__(arch=config, config=config)
         # NOTE: Vary adds this conv (no norm, no activation); its net_3 is not part of MoVA.
         self.net_2 = nn.Conv2d(config.neck_chans, config.net_2_chans, kernel_size=3, stride=2, padding=1, bias=False)
 
@@ -123,4 +102,10 @@ class VarySamBExpert(ViTDetEncoder, VisionExpert):
         return self.net_2(x)
 
 
-__all__ = ["HIGH_RES_PREPROCESS_KEY", "VarySamBExpert", "VarySamBExpertConfig", "high_res_preprocess"]
+__all__ = [
+    "HIGH_RES_PREPROCESS_KEY",
+    "HighResExpertConfig",
+    "VarySamBExpert",
+    "VarySamBExpertConfig",
+    "high_res_preprocess",
+]

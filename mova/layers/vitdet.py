@@ -15,7 +15,7 @@ Parameter names are kept from the released checkpoint, so loading needs no renam
 plain matmul-softmax in the tensor's dtype, as the release computes it.
 """
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -216,14 +216,14 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-class ViTDetEncoder(nn.Module):
-    """ViTDet image encoder: patch embed + absolute position + windowed/global blocks + neck.
+@dataclass(frozen=True, kw_only=True)
+class ViTDetConfig:
+    """Architecture of a ViTDet encoder; the expert configs built on it subclass it and give the sizes.
 
-    The constructor is cooperative (extra keyword arguments go to the next class in the MRO), so an
-    expert can be this encoder and a ``VisionExpert`` at once and keep the released parameter names
-    at its top level.
+    The defaults are the values all three released encoders (SAM-B, SAM-H, Co-DETR) share; the fields
+    without one differ between them.
 
-    Args:
+    Attributes:
         image_size: input side in pixels; the patch grid is ``image_size // patch_size`` and the
             position embedding is fixed to it (no interpolation).
         patch_size: patch side in pixels.
@@ -233,11 +233,37 @@ class ViTDetEncoder(nn.Module):
         mlp_dim: hidden width of the MLP.
         window_size: window side of the windowed blocks.
         global_attn_indexes: blocks that attend over the whole grid.
-        out_chans: channels of the neck.
+        norm_eps: eps of the block LayerNorms (and the SwiGLU ``ffn_ln``).
+        neck_chans: channels of the neck.
+        neck_norm_eps: eps of the neck's LayerNorm2d.
+    """
+
+    image_size: int = 1024
+    patch_size: int = 16
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    window_size: int
+    global_attn_indexes: tuple[int, ...]
+    norm_eps: float = 1e-6
+    neck_chans: int = 256
+    neck_norm_eps: float = 1e-6
+
+
+class ViTDetEncoder(nn.Module):
+    """ViTDet image encoder: patch embed + absolute position + windowed/global blocks + neck.
+
+    The constructor is cooperative (extra keyword arguments go to the next class in the MRO), so an
+    expert can be this encoder and a ``VisionExpert`` at once and keep the released parameter names
+    at its top level: ``super().__init__(arch=config, config=config)``.
+
+    Args:
+        arch: the sizes.
+        image_size: the encoder's input side when it differs from ``arch.image_size`` (an expert that
+            resizes its input first, as Co-DETR does).
         attention: ``"rel_pos"`` (SAM) or ``"rope"`` (EVA-02 / Co-DETR).
         mlp: ``"gelu"`` (SAM) or ``"swiglu"`` (EVA-02 / Co-DETR).
-        norm_eps: eps of the block LayerNorms (and the SwiGLU ``ffn_ln``).
-        neck_norm_eps: eps of the neck's LayerNorm2d.
         out_norm_eps: eps of a final LayerNorm before the neck (``out_norm``); None for none.
         neck_gelu: put a GELU between the neck's two convolutions (Co-DETR: ``neck.2``).
         pos_embed_cls_slot: the position table is flat with a leading CLS row, shape (1, 1 + N, C),
@@ -250,19 +276,10 @@ class ViTDetEncoder(nn.Module):
     def __init__(
         self,
         *,
-        image_size: int,
-        patch_size: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_dim: int,
-        window_size: int,
-        global_attn_indexes: Sequence[int],
-        out_chans: int,
+        arch: ViTDetConfig,
+        image_size: int | None = None,
         attention: AttentionKind = "rel_pos",
         mlp: MlpKind = "gelu",
-        norm_eps: float = 1e-6,
-        neck_norm_eps: float = 1e-6,
         out_norm_eps: float | None = None,
         neck_gelu: bool = False,
         pos_embed_cls_slot: bool = False,
@@ -272,26 +289,28 @@ class ViTDetEncoder(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        image_size = arch.image_size if image_size is None else image_size
+        embed_dim, num_heads, window_size = arch.embed_dim, arch.num_heads, arch.window_size
         if attention not in ("rel_pos", "rope"):
             raise ConfigError(f"attention {attention!r}; supported: 'rel_pos', 'rope'")
         if mlp not in ("gelu", "swiglu"):
             raise ConfigError(f"mlp {mlp!r}; supported: 'gelu', 'swiglu'")
         if embed_dim % num_heads:
             raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        if image_size % patch_size:
-            raise ConfigError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-        bad = [i for i in global_attn_indexes if not 0 <= i < depth]
+        if image_size % arch.patch_size:
+            raise ConfigError(f"image_size {image_size} is not a multiple of patch_size {arch.patch_size}")
+        bad = [i for i in arch.global_attn_indexes if not 0 <= i < arch.depth]
         if bad:
-            raise ConfigError(f"global_attn_indexes {bad} are outside 0..{depth - 1}")
+            raise ConfigError(f"global_attn_indexes {bad} are outside 0..{arch.depth - 1}")
         self.image_size = image_size
-        self.grid_size = grid_size = image_size // patch_size
+        self.grid_size = grid_size = image_size // arch.patch_size
         self.pos_embed_cls_slot = pos_embed_cls_slot
 
         if pos_embed_cls_slot:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid_size * grid_size + 1, embed_dim))
         else:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid_size, grid_size, embed_dim))
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(arch.patch_size, in_chans, embed_dim)
 
         head_dim = embed_dim // num_heads
         if attention == "rope":
@@ -300,30 +319,30 @@ class ViTDetEncoder(nn.Module):
             self.rope_glb = VisionRotaryEmbedding(head_dim // 2, rope_pt_seq_len, grid_size, rope_theta)
 
         blocks = []
-        for i in range(depth):
-            is_global = i in global_attn_indexes
+        for i in range(arch.depth):
+            is_global = i in arch.global_attn_indexes
             if attention == "rel_pos":
                 attn = RelPosAttention(embed_dim, num_heads, grid_size if is_global else window_size)
             else:
                 attn = RopeAttention(embed_dim, num_heads, self.rope_glb if is_global else self.rope_win)
             if mlp == "gelu":
-                block_mlp = GeluMlp(embed_dim, mlp_dim)
+                block_mlp = GeluMlp(embed_dim, arch.mlp_dim)
             else:
-                block_mlp = SwiGLU(embed_dim, mlp_dim, eps=norm_eps)
+                block_mlp = SwiGLU(embed_dim, arch.mlp_dim, eps=arch.norm_eps)
             window = 0 if is_global else window_size
-            blocks.append(ViTDetBlock(embed_dim, attn=attn, mlp=block_mlp, window_size=window, eps=norm_eps))
+            blocks.append(ViTDetBlock(embed_dim, attn=attn, mlp=block_mlp, window_size=window, eps=arch.norm_eps))
         self.blocks = nn.ModuleList(blocks)
 
         self.out_norm = nn.LayerNorm(embed_dim, eps=out_norm_eps) if out_norm_eps is not None else nn.Identity()
         neck: list[nn.Module] = [
-            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans, eps=neck_norm_eps),
+            nn.Conv2d(embed_dim, arch.neck_chans, kernel_size=1, bias=False),
+            LayerNorm2d(arch.neck_chans, eps=arch.neck_norm_eps),
         ]
         if neck_gelu:
             neck.append(nn.GELU())
         neck += [
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans, eps=neck_norm_eps),
+            nn.Conv2d(arch.neck_chans, arch.neck_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(arch.neck_chans, eps=arch.neck_norm_eps),
         ]
         self.neck = nn.Sequential(*neck)
 
@@ -335,7 +354,7 @@ class ViTDetEncoder(nn.Module):
         return self.pos_embed
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values: (B, 3, S, S) with S = image_size -> neck features (B, out_chans, H, W), H = W = grid_size."""
+        """pixel_values: (B, 3, S, S) with S = image_size -> neck features (B, neck_chans, H, W), H = W = grid_size."""
         if pixel_values.shape[-2:] != (self.image_size, self.image_size):
             size = "x".join(str(s) for s in pixel_values.shape[-2:])
             raise InputError(f"input is {size} px; this encoder takes {self.image_size}x{self.image_size}")
@@ -353,6 +372,7 @@ __all__ = [
     "RelPosAttention",
     "RopeAttention",
     "ViTDetBlock",
+    "ViTDetConfig",
     "ViTDetEncoder",
     "window_partition",
     "window_unpartition",

@@ -5,6 +5,7 @@ Every numeric check compares the float32 modules with a float64 computation writ
 RoPE as complex rotations, explicit LayerNorm / GELU / convolutions / resizes.
 """
 
+import json
 import math
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from mova.constants import CLIP_MEAN, CLIP_STD
-from mova.errors import InputError
+from mova.errors import ConfigError, InputError
 from mova.experts.base import VisionExpert
 from mova.experts.codetr import CodetrExpert, CodetrExpertConfig
 from mova.experts.sam_h import SamHExpert
@@ -365,6 +366,29 @@ def test_wrong_input_size_is_an_input_error():
     expert = SamHExpert(SamHExpert.tiny_config())
     with pytest.raises(InputError, match="48x48 px.*64x64"):
         expert(torch.zeros(1, 3, 48, 48))
+
+
+CONFIG_FIELDS = {  # the field names the presets and saved config.json files carry
+    "common": {"image_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_dim", "window_size"}
+    | {"global_attn_indexes", "norm_eps", "neck_chans", "neck_norm_eps", "image_mean", "image_std"},
+    "vary_sam_b": {"net_2_chans"},
+    "codetr": {"input_size", "out_norm_eps", "output_grid", "rope_pt_seq_len", "rope_theta"},
+    "sam_h": set(),
+}
+
+
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+def test_config_fields_defaults_and_json_round_trip(cls):
+    real = cls.config_class()
+    values = real.to_dict()
+    assert set(values) == CONFIG_FIELDS["common"] | CONFIG_FIELDS[cls.name]
+    assert (values["image_size"], values["patch_size"], values["neck_chans"]) == (1024, 16, 256)
+    assert values["norm_eps"] == values["neck_norm_eps"] == 1e-6
+    assert values["image_mean"] == list(CLIP_MEAN) and values["image_std"] == list(CLIP_STD)
+    for config in (real, cls.tiny_config()):
+        assert cls.config_class.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown keys.*neck_channels"):
+        cls.config_class.from_dict({**values, "neck_channels": 8})
 
 
 # --- 2. windowed attention with padding and decomposed rel-pos (SAM) ------------------------------
