@@ -26,6 +26,8 @@ from .commands.ask import ask
 from .commands.experts import experts
 from .commands.init_tiny import init_tiny
 from .commands.inspect import inspect_model
+from .commands.merge import merge
+from .distributed import ARGS_META_KEY
 from .options import get_verbosity, verbosity_options
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ def _library_error_code(exc: BaseException) -> ExitCode | None:
 
 class MovaGroup(click.Group):
     """A group that maps what its commands raise or return onto the exit codes above."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGS_META_KEY] = list(args)  # `mova ask --gpus` starts itself again with these
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -112,5 +118,6 @@ cli.add_command(ask)
 cli.add_command(experts)
 cli.add_command(inspect_model)
 cli.add_command(init_tiny)
+cli.add_command(merge)
 
 __all__ = ["ExitCode", "cli"]

@@ -1,20 +1,30 @@
-"""Option bundles shared by commands, and the custom parameter types (page ranges, expert lists).
+"""Option bundles shared by commands, and the custom parameter types.
+
+The types: page ranges, expert lists, memory budgets (``--max-memory``), shards and GPU lists.
 
 Nothing heavy is imported here: ``mova --help`` must stay fast. The expert registry (which imports
 torch) is only imported when an ``--experts`` list is actually converted.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from .plan import PageSelection, parse_pages
+from .plan import PageSelection, Shard, parse_pages
 
 DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
+DEVICE_MAP_CHOICES = ("auto", "balanced", "sequential")  # mova.device_map.STRATEGIES (not imported: torch)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    **{p + "b": 1000**i for i, p in enumerate("kmgt", 1)},
+    **{p + "ib": 1024**i for i, p in enumerate("kmgt", 1)},
+}
 
 
 # --- parameter types ----------------------------------------------------------------------------
@@ -92,8 +102,93 @@ class ExpertsType(click.ParamType):
         return ExpertChoice(tuple(name for name in names if name in chosen))
 
 
+def parse_size(text: str) -> int:
+    """``20GiB``, ``64GB``, ``500MiB``, ``1.5TB`` or a number of bytes -> bytes.
+
+    Units are case-insensitive and always bytes (unlike accelerate, where ``gb`` would mean gigabits).
+
+    Raises:
+        ValueError: not a size.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; use e.g. 20GiB, 64GB, 500MiB or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
+class MaxMemoryType(click.ParamType):
+    """``0=20GiB,1=20GiB,cpu=64GiB``: a memory budget per GPU index (or ``cuda:N``) and for ``cpu``/``mps``.
+
+    Converts to the ``max_memory`` dict ``mova.load_model`` takes, with sizes in bytes.
+    """
+
+    name = "max-memory"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[int | str, int]:
+        if isinstance(value, dict):
+            return value
+        budget: dict[int | str, int] = {}
+        for item in (part.strip() for part in str(value).split(",")):
+            device, sep, size = item.partition("=")
+            device = device.strip().lower()
+            if not sep or not device:
+                self.fail(f"{item!r} is not DEVICE=SIZE; use e.g. 0=20GiB,1=20GiB,cpu=64GiB", param, ctx)
+            if device.startswith("cuda:"):
+                device = device[len("cuda:") :]
+            key: int | str = int(device) if device.isdigit() else device
+            if isinstance(key, str) and key not in ("cpu", "mps"):
+                self.fail(f"unknown device {device!r}; use a GPU index (0, 1, ...), cpu or mps", param, ctx)
+            if key in budget:
+                self.fail(f"device {device!r} is given twice", param, ctx)
+            try:
+                budget[key] = parse_size(size)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        return budget
+
+
+class ShardType(click.ParamType):
+    """``K/N``: the K-th (1-based) of N parts of the plan."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Shard:
+        if isinstance(value, Shard):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+        if match is None:
+            self.fail(f"{value!r} is not K/N (e.g. 2/8: the second of eight parts)", param, ctx)
+        index, count = int(match.group(1)), int(match.group(2))
+        if not 1 <= index <= count:
+            self.fail(f"{value!r}: K must be between 1 and N", param, ctx)
+        return Shard(index, count)
+
+
+class GpusType(click.ParamType):
+    """``0,2,3`` (GPU indices, no repeats) or ``all``; converts to a tuple, empty for ``all``."""
+
+    name = "gpus"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().lower()
+        if text == "all":
+            return ()
+        items = [part.strip().removeprefix("cuda:") for part in text.split(",")]
+        if not all(item.isdigit() for item in items):
+            self.fail(f"{value!r} is not a list of GPU indices (e.g. 0,1,2) or 'all'", param, ctx)
+        gpus = tuple(int(item) for item in items)
+        if len(set(gpus)) != len(gpus):
+            self.fail(f"{value!r} lists a GPU twice", param, ctx)
+        return gpus
+
+
 PAGES = PagesType()
 EXPERT_LIST = ExpertsType()
+MAX_MEMORY = MaxMemoryType()
+SHARD = ShardType()
+GPUS = GpusType()
 
 # --- verbosity (accepted on the root group and on commands) ---------------------------------------
 
@@ -204,6 +299,60 @@ def model_options(fn: Callable) -> Callable:
                 default="sdpa",
                 show_default=True,
                 help="Attention implementation of the language model.",
+            ),
+        ],
+    )
+
+
+def placement_options(fn: Callable) -> Callable:
+    """Sharding one model over several GPUs, the CPU and disk (accelerate device maps)."""
+    return _stack(
+        fn,
+        [
+            click.option(
+                "--device-map",
+                type=click.Choice(DEVICE_MAP_CHOICES),
+                default=None,
+                help="Split the model over the GPUs (then CPU memory, then disk) for a model larger than one "
+                "GPU: auto and balanced spread the blocks evenly, sequential fills GPU 0 first. --device is "
+                "then ignored.",
+            ),
+            click.option(
+                "--max-memory",
+                type=MAX_MEMORY,
+                default=None,
+                help="Memory budget per device for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB (devices left "
+                "out get nothing; what does not fit goes to disk). Implies --device-map auto.",
+            ),
+            click.option(
+                "--offload-dir",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Folder for weights offloaded to disk by --device-map (default: a temporary folder "
+                "beside the output, removed at the end).",
+            ),
+        ],
+    )
+
+
+def parallel_options(fn: Callable) -> Callable:
+    """Spreading the items over processes, GPUs and machines."""
+    return _stack(
+        fn,
+        [
+            click.option(
+                "--gpus",
+                type=GPUS,
+                default=None,
+                help="Data parallel on this machine: one process per listed GPU (e.g. 0,1,2, or all), each "
+                "answering its share; the output gets every item once, in input order. Needs -o FILE.",
+            ),
+            click.option(
+                "--shard",
+                type=SHARD,
+                default=None,
+                help="Answer only part K of N (e.g. 2/8), for clusters without a launcher: writes "
+                "OUT.shard-K-of-N.jsonl beside -o OUT.jsonl; join the parts with `mova merge`.",
             ),
         ],
     )
@@ -351,10 +500,16 @@ def output_options(fn: Callable) -> Callable:
 __all__ = [
     "DEFAULT_MODEL",
     "EXPERT_LIST",
+    "GPUS",
+    "MAX_MEMORY",
     "PAGES",
+    "SHARD",
     "ExpertChoice",
     "ExpertsType",
+    "GpusType",
+    "MaxMemoryType",
     "PagesType",
+    "ShardType",
     "Verbosity",
     "expert_options",
     "generation_options",
@@ -362,5 +517,8 @@ __all__ = [
     "input_options",
     "model_options",
     "output_options",
+    "parallel_options",
+    "parse_size",
+    "placement_options",
     "verbosity_options",
 ]

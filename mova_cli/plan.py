@@ -4,6 +4,9 @@ A job's ``id`` is a content hash of everything that decides its answer: the page
 bytes + page + render settings, from ``sources``), the prompt text, the generation and routing
 parameters, and the model id and revision. It is the resume key: renaming or moving files does not
 redo work, any change to what the model sees or how it decodes does.
+
+``--shard K/N`` and the ranks of a launched run take the jobs whose page hash falls in their part
+(``Shard``), so the split needs no coordinator and is the same on every machine.
 """
 
 import hashlib
@@ -380,6 +383,52 @@ def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retr
     return plan
 
 
+# --- sharding -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (1-based) of ``count`` of a plan, chosen by a hash of each job's key.
+
+    A job belongs to a shard by its key alone: the split is the same on every machine, whatever the
+    input order, and adding inputs never moves an existing job to another shard.
+
+    Attributes:
+        index: which part, 1..count.
+        count: how many parts.
+        salt: names the split; splits with different salts are independent, so ranks inside a
+            ``--shard`` partition it evenly whatever the rank count.
+    """
+
+    index: int
+    count: int
+    salt: str = "shard"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: K must be between 1 and N")
+
+    def holds(self, key: str) -> bool:
+        """Whether the job with this key belongs to this shard."""
+        digest = hashlib.sha256(f"{self.salt}\0{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_key(job: Job) -> str:
+    """What a job is sharded by: its page's content hash, so every prompt on one page goes to the same
+    shard and the page is read and encoded once; the job id for jobs without a readable page."""
+    unit_hash = job.unit.content_hash if job.unit is not None else None
+    return unit_hash or job.id
+
+
+def select_shard(jobs: Iterable[Job], *shards: Shard) -> list[Job]:
+    """The jobs that belong to every one of ``shards`` (e.g. a ``--shard`` and a rank), in plan order."""
+    return [job for job in jobs if all(shard.holds(shard_key(job)) for shard in shards)]
+
+
 __all__ = [
     "Job",
     "PageSelection",
@@ -387,6 +436,7 @@ __all__ = [
     "PromptProblem",
     "PromptSpec",
     "RunParams",
+    "Shard",
     "build_jobs",
     "files_to_discover",
     "filter_done",
@@ -394,4 +444,6 @@ __all__ = [
     "load_prompts",
     "parse_pages",
     "prompts_from_options",
+    "select_shard",
+    "shard_key",
 ]

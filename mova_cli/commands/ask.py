@@ -2,6 +2,9 @@
 
 Options -> plan (prompts x source units, stable ids, resume) -> model seam -> engine -> records ->
 writer. The model is reached only through ``open_model``, the one seam tests replace with a stub.
+
+Split runs (``--shard K/N``, or the ranks of ``accelerate launch``/``torchrun``/``--gpus``) answer their
+share of the plan into part files (``shards``); rank 0 of a launched run merges them into ``-o``.
 """
 
 import logging
@@ -10,7 +13,8 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,8 @@ from ..options import (
     input_options,
     model_options,
     output_options,
+    parallel_options,
+    placement_options,
     verbosity_options,
 )
 
@@ -45,6 +51,9 @@ class ModelSettings:
     dtype: str
     attn: str
     batch_size: int
+    device_map: str | None = None
+    max_memory: dict[int | str, int] | None = None
+    offload_dir: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -92,12 +101,16 @@ def open_model(settings: ModelSettings) -> ModelSession:
         dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
     offline = settings.offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    logger.info("loading %s on %s (%s)", settings.spec, device, dtype)
+    where = f"device map {settings.device_map}" if settings.device_map else device
+    logger.info("loading %s on %s (%s)", settings.spec, where, dtype)
     loaded = mova.load_model(
         settings.spec,
         device=device,
         dtype=dtype,
         attn_implementation=settings.attn,
+        device_map=settings.device_map,
+        max_memory=settings.max_memory,
+        offload_dir=settings.offload_dir,
         allow_download=not offline,
         revision=settings.revision,
         cache_dir=settings.cache_dir,
@@ -154,12 +167,14 @@ class _DeferredPreprocess:
 )
 @input_options
 @model_options
+@placement_options
 @click.option(
     "-b", "--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items per model batch."
 )
 @generation_options
 @expert_options
 @output_options
+@parallel_options
 @verbosity_options
 @click.pass_context
 def ask(ctx: click.Context, **options: Any) -> Any:
@@ -170,48 +185,234 @@ def ask(ctx: click.Context, **options: Any) -> Any:
     items already in the file are skipped (--retry-failed redoes failed ones, --overwrite starts
     afresh). A broken input or a bad prompts line becomes an error record and the run goes on.
 
+    Several GPUs or machines: `--gpus 0,1,2`, `accelerate launch -m mova_cli ask ...` or `torchrun`
+    split the items over processes and merge their parts into -o; `--shard K/N` answers one part
+    and `mova merge` joins the parts. A model larger than one GPU: `--device-map auto`.
+
     \b
     Examples:
       mova ask scans/ -p "What is the total?" -o totals.jsonl
       mova ask report.pdf --pages 1-3 -p "Summarise this page." -m tiny-random
       mova ask --prompts questions.jsonl --image-folder images/ -o answers.jsonl
+      mova ask scans/ -p "What is the total?" --gpus 0,1,2,3 -o totals.jsonl
     """
-    from contextlib import nullcontext
+    from contextlib import ExitStack, nullcontext
 
+    from ..distributed import ProcessGroup
     from ..prefetch import Prefetcher, default_workers
     from ..progress import Summary
 
+    world = _world()
+    if options["gpus"] is not None:
+        code = _launch_gpus(ctx, options, world)
+        if code is not None:
+            ctx.exit(code)
+    _check_parallel(options, world)
     quiet = get_verbosity(ctx).quiet
     workers = default_workers() if options["workers"] is None else options["workers"]
     preprocess = _DeferredPreprocess()
-    pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
-    with pool as prefetcher:
-        run = _prepare(options, prefetcher)
-        summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
-        try:
-            _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, quiet=quiet)
-        finally:
-            summary.report(quiet=quiet)
-    return summary
+    with ExitStack() as stack:
+        group = stack.enter_context(ProcessGroup()) if world.distributed else None
+        offload_dir = stack.enter_context(_offload_dir(options))
+        pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
+        with pool as prefetcher:
+            run = _prepare(options, prefetcher, world=world, offload_dir=offload_dir)
+            if world.rank == 0:
+                _tidy_outputs(run)
+            if group is not None:
+                run.run_id = group.broadcast(run.run_id)
+                _wait_for_ranks(group)  # rank 0 has tidied the output before anyone appends to it
+            summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
+            try:
+                _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, quiet=quiet)
+            finally:
+                summary.report(quiet=quiet)
+        if group is not None:
+            _wait_for_ranks(group)  # every rank has written its share
+        if world.rank != 0:
+            return None  # rank 0 reports the exit code of the whole run: a launcher stops all on a non-zero
+        merged = _merge_parts(run, quiet=quiet)
+    if merged is not None and merged.failed:
+        ctx.exit(1)
+    return None if merged is not None else summary
+
+
+def _world() -> Any:
+    from ..distributed import detect_world
+
+    try:
+        return detect_world()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _launch_gpus(ctx: click.Context, options: dict[str, Any], world: Any) -> int | None:
+    """``--gpus``: one process per GPU (its exit code), or None after choosing the one GPU in-process."""
+    import torch
+
+    from ..distributed import ARGS_META_KEY, launch_local, relaunch_command
+
+    if world.distributed:
+        raise click.UsageError("--gpus starts one process per GPU itself: do not also start mova with a launcher")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise click.UsageError("--gpus needs CUDA GPUs and torch finds none on this machine; leave --gpus out")
+    gpus = options["gpus"] or tuple(range(count))
+    if max(gpus) >= count:
+        raise click.UsageError(f"--gpus {max(gpus)}: this machine has {count} GPU(s), numbered 0-{count - 1}")
+    if options["device"] not in ("auto", "cuda"):
+        raise click.UsageError("--gpus chooses the device of each process: leave out --device")
+    if options["device_map"] or options["max_memory"]:
+        raise click.UsageError(
+            "--gpus runs one whole model per GPU; for a model larger than one GPU use --device-map in one process"
+        )
+    if len(gpus) == 1:
+        options["device"] = f"cuda:{gpus[0]}"
+        return None
+    if options["output"] == "-":
+        raise click.UsageError("--gpus needs -o FILE: every process writes its own part of it")
+    if options["files_from"] is not None and options["files_from"].name == "<stdin>":
+        raise click.UsageError("--gpus processes cannot share --files-from stdin; write the list to a file")
+    args = ctx.meta.get(ARGS_META_KEY)
+    if not args:
+        raise click.UsageError("--gpus cannot re-launch this command; use torchrun or accelerate launch")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(count)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(ids[gpu] for gpu in gpus)}
+    logger.info("starting %d processes on GPUs %s", len(gpus), env["CUDA_VISIBLE_DEVICES"])
+    return launch_local(relaunch_command(args, drop_option="--gpus"), nprocs=len(gpus), env=env)
+
+
+def _check_parallel(options: dict[str, Any], world: Any) -> None:
+    """Usage checks of the placement and parallel options; picks this rank's GPU."""
+    if options["max_memory"] is not None and options["device_map"] is None:
+        options["device_map"] = "auto"
+    if options["offload_dir"] is not None and options["device_map"] is None:
+        logger.warning("--offload-dir is only used with --device-map")
+    if options["device_map"] is not None and options["device"] != "auto":
+        logger.warning("--device %s is ignored: --device-map places the model", options["device"])
+    if not world.distributed:
+        return
+    if options["output"] == "-":
+        raise click.UsageError("a launched run writes one part file per process: give -o FILE")
+    if options["device_map"] is not None:
+        raise click.UsageError(
+            "--device-map with several processes would put every process on every GPU; run one process per "
+            "group of GPUs instead (CUDA_VISIBLE_DEVICES=0,1 mova ask --device-map auto --shard 1/2 ...)"
+        )
+    if options["device"] in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            options["device"] = f"cuda:{world.local_rank}"
+
+
+@contextmanager
+def _offload_dir(options: dict[str, Any]) -> Iterator[str | None]:
+    """``--offload-dir``, or a temporary folder beside the output (else in the system's) for a device map."""
+    import shutil
+    import tempfile
+
+    if options["device_map"] is None or options["offload_dir"] is not None:
+        if options["offload_dir"] is not None and options["device_map"] is not None:
+            Path(options["offload_dir"]).mkdir(parents=True, exist_ok=True)
+        yield options["offload_dir"]
+        return
+    output = options["output"]
+    folder = None if output == "-" else Path(output).absolute().parent
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        folder = None
+    path = tempfile.mkdtemp(prefix=".mova-offload-", dir=folder)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _wait_for_ranks(group: Any) -> None:
+    from . import SetupError
+
+    try:
+        group.barrier()
+    except RuntimeError as exc:
+        raise SetupError(
+            f"another process of this run stopped before finishing ({exc}); rerun the same command to resume"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """The files of a run.
+
+    Attributes:
+        base: ``-o`` as given.
+        group: where this run's records end up: ``base``, or its shard file with ``--shard``.
+        target: the file this process appends to: ``group``, or this rank's part of it.
+        shards: the parts of the plan this process answers (``--shard``, then the rank).
+        coordinated: no ``--shard``: the run owns every part file of ``base`` (else only ``group``'s ranks).
+    """
+
+    base: str
+    group: str
+    target: str
+    shards: tuple[Any, ...] = ()
+    coordinated: bool = True
+
+    def owned(self) -> list[Path]:
+        """The existing files this run may tidy and merge: ``group`` and the part files below it."""
+        from ..shards import part_files
+
+        if self.base == "-":
+            return []
+        parts = part_files(self.base) if self.coordinated else part_files(self.group, ranks_only=True)
+        return [path for path in [Path(self.group), *parts] if path.exists()]
+
+
+def _outputs(output: str, shard: Any, world: Any) -> _Outputs:
+    from ..plan import Shard
+    from ..shards import rank_path, shard_path
+
+    shards = []
+    group = output
+    if shard is not None:
+        shards.append(shard)
+        group = output if output == "-" else str(shard_path(output, shard.index, shard.count))
+    target = group
+    if world.distributed:
+        # An independent split of the shard: machines with different GPU counts still cover it exactly.
+        shards.append(Shard(world.rank + 1, world.world_size, salt="rank"))
+        target = str(rank_path(group, world.rank, world.world_size))
+    return _Outputs(output, group, target, tuple(shards), coordinated=shard is None)
 
 
 @dataclass
 class _Run:
     plan: Any
+    jobs: list[Any]
     settings: ModelSettings
     params: Any
     experts: ExpertChoice
-    output: str
+    outputs: _Outputs
     overwrite: bool
     drop_ids: set[str]
     previous_failed: int
-    previous_records: list[dict[str, Any]]
+    world: Any
+    run_id: str = field(default_factory=_run_id)
 
 
-def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
+def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_dir: str | None) -> _Run:
     """Validate options, read prompts and the existing output, discover inputs, plan the jobs."""
     from .. import jsonl
-    from ..plan import RunParams, build_jobs, files_to_discover, filter_done, load_prompts, prompts_from_options
+    from ..plan import (
+        RunParams,
+        build_jobs,
+        files_to_discover,
+        filter_done,
+        load_prompts,
+        prompts_from_options,
+        select_shard,
+    )
+    from ..shards import PartError, best_records, part_files, read_records
     from ..sources import discover_sources, read_path_list
     from . import SetupError
 
@@ -241,6 +442,9 @@ def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
         dtype=options["dtype"],
         attn=options["attn"],
         batch_size=options["batch_size"],
+        device_map=options["device_map"],
+        max_memory=options["max_memory"],
+        offload_dir=offload_dir,
     )
     experts: ExpertChoice = options["experts"]
     params = RunParams(
@@ -255,16 +459,20 @@ def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
     )
 
     output = options["output"]
+    outputs = _outputs(output, options["shard"], world)
+    found: list[tuple[str, dict[str, Any]]] = []
     if output != jsonl.STDOUT:
         folder = Path(output).absolute().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise SetupError(f"cannot write {output}: {folder} is not a writable folder")
-    previous: list[dict[str, Any]] = []
-    if output != jsonl.STDOUT and Path(output).exists() and not options["overwrite"]:
-        try:
-            previous = jsonl.repair(output).records
-        except jsonl.JsonlError as exc:
-            raise SetupError(f"{exc}; it is not a mova output file that can be resumed (use --overwrite)") from exc
+        if not options["overwrite"]:
+            # What is done: the output and every part of it (other shards, ranks, earlier rank counts).
+            done_files = [path for path in [Path(output), *part_files(output)] if path.exists()]
+            try:
+                found = read_records(done_files)
+            except PartError as exc:
+                raise SetupError(f"{exc}; it is not a mova output file that can be resumed (use --overwrite)") from exc
+    previous = [record for _, record in best_records(found)[0].values()]
 
     render = {
         "dpi": options["dpi"],
@@ -278,8 +486,9 @@ def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
     extra = files_to_discover(units, prompts)
     file_units = discover_sources(extra, **render) if extra else []
     jobs = build_jobs(units, prompts, params, file_units=file_units, problems=problems)
-    plan = filter_done(jobs, previous, retry_failed=options["retry_failed"])
-    previous_status = {r.get("id"): r.get("status") for r in previous if isinstance(r, dict)}
+    mine = select_shard(jobs, *outputs.shards) if outputs.shards else jobs
+    plan = filter_done(mine, previous, retry_failed=options["retry_failed"])
+    previous_status = {r["id"]: r.get("status") for r in previous}
     failed_before = {job.id for job in jobs if previous_status.get(job.id) not in (None, "ok")}
     drop_ids: set[str] = set()
     if options["retry_failed"]:
@@ -290,21 +499,74 @@ def _prepare(options: dict[str, Any], prefetcher: Any) -> _Run:
             inputs.add(_absolute(options["prompts_file"]))
         drop_ids = {
             r["id"]
-            for r in previous
+            for _, r in found
             if r.get("status") == "error"
-            and (r.get("id") in failed_before or _absolute((r.get("source") or {}).get("path")) in inputs)
+            and (r["id"] in failed_before or _absolute((r.get("source") or {}).get("path")) in inputs)
         }
     return _Run(
         plan=plan,
+        jobs=jobs,
         settings=settings,
         params=params,
         experts=experts,
-        output=output,
+        outputs=outputs,
         overwrite=options["overwrite"],
         drop_ids=drop_ids,
-        previous_failed=0 if options["retry_failed"] else len(failed_before),
-        previous_records=previous,
+        previous_failed=0 if options["retry_failed"] else sum(job.id in failed_before for job in mine),
+        world=world,
     )
+
+
+def _tidy_outputs(run: _Run) -> None:
+    """Before anyone writes (rank 0 only): start afresh or drop retried error records, write the plan.
+
+    Only the files this run owns are changed: with ``--shard``, other shards' files are only read.
+    """
+    from ..shards import drop_records, plan_items, plan_path, write_plan
+
+    owned = run.outputs.owned()
+    if run.overwrite:
+        for path in owned:
+            path.unlink()
+        owned = []
+    elif run.drop_ids:
+        drop_records(owned, run.drop_ids)
+    split = run.outputs.target != run.outputs.group or run.outputs.group != run.outputs.base
+    if run.outputs.base != "-" and (split or [path for path in owned if str(path) != run.outputs.group]):
+        write_plan(plan_path(run.outputs.base), plan_items(run.jobs))
+
+
+def _merge_parts(run: _Run, *, quiet: bool) -> Any:
+    """Rank 0 at the end: merge the part files below the run's output into it (in plan order), then
+    remove them. Returns the ``shards.Merged`` result, or None when there were no parts."""
+    from ..shards import merge_records, plan_items, read_records, write_records
+    from . import SetupError
+
+    group = Path(run.outputs.group)
+    owned = run.outputs.owned()
+    parts = [path for path in owned if path != group]
+    if not parts:
+        return None
+    try:
+        merged = merge_records(read_records(owned), plan_items(run.jobs))
+    except ValueError as exc:
+        raise SetupError(f"cannot merge the parts of {group}: {exc}") from exc
+    write_records(group, merged.records)
+    for part in parts:
+        part.unlink()
+    if merged.conflicts:
+        logger.warning(
+            "%d item(s) have different answers in different parts (kept the first): %s",
+            len(merged.conflicts),
+            "; ".join(conflict.describe() for conflict in merged.conflicts[:3]),
+        )
+    if not quiet or merged.failed:
+        click.echo(
+            f"mova: merged {len(parts)} part file(s) into {group}: {len(merged.records)} records, "
+            f"{merged.failed} failed",
+            err=True,
+        )
+    return merged
 
 
 def _absolute(path: str | None) -> str | None:
@@ -351,16 +613,17 @@ def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredP
         record_from_result,
     )
 
-    if run.drop_ids:
-        # --retry-failed: drop the old error records first, so the file keeps one record per id.
-        jsonl.rewrite(run.output, [r for r in run.previous_records if r.get("id") not in run.drop_ids])
+    target = run.outputs.target
+    if target != jsonl.STDOUT and Path(target).exists() and not run.overwrite:
+        jsonl.repair(target)  # only its writer may cut a torn last line off a file
     problems = [job for job in run.plan.jobs if job.problem is not None]
     groups = _unit_groups([job for job in run.plan.jobs if job.problem is None])
     session = open_model(run.settings) if any(unit.error is None for unit, _ in groups) else None
     if session is not None:
         preprocess.fn = session.preprocess
     info = session.info if session else ModelInfo(id=run.settings.model_id, revision=run.settings.revision)
-    context = RecordContext(params=run.params, model=info, run=RunInfo(run_id=_run_id()), mova_version=_mova_version())
+    run_info = RunInfo(run_id=run.run_id, rank=run.world.rank, world_size=run.world.world_size)
+    context = RecordContext(params=run.params, model=info, run=run_info, mova_version=_mova_version())
     generation = {
         "max_new_tokens": run.params.max_new_tokens,
         "temperature": run.params.temperature,
@@ -369,7 +632,7 @@ def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredP
     }
 
     total = len(run.plan.jobs)
-    with jsonl.JsonlWriter(run.output, overwrite=run.overwrite) as writer, progress_bar(total, quiet=quiet) as bar:
+    with jsonl.JsonlWriter(target, overwrite=run.overwrite) as writer, progress_bar(total, quiet=quiet) as bar:
 
         def emit(record: dict[str, Any]) -> None:
             writer.write(record)
