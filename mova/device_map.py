@@ -21,9 +21,6 @@ STRATEGIES = ("auto", "balanced", "sequential")
 # NOTE: modules that read their children's weights directly (F.linear on q_proj.weight, kept for
 # parity with upstream's fused bias): offloaded, they must load all their weights before forward.
 PRELOAD_MODULE_CLASSES = ["RopeAttention"]
-# NOTE: modules that read their children's weights directly (F.linear on q_proj.weight, kept for
-# parity with upstream's fused bias): offloaded, they must load all their weights before forward.
-PRELOAD_MODULE_CLASSES = ["RopeAttention"]
 # NOTE: called through methods other than forward (encode_text, forward_with_gates, the embedding
 # lookup in splice_image_features), where accelerate's hooks do not run: never offloaded.
 RESIDENT_MODULES = ("adapter", "language_model.model.embed_tokens")
