@@ -65,6 +65,8 @@ class AdapterAttention(nn.Module):
         rope_theta: RoPE base.
     """
 
+    attn_implementation: str = "eager"  # "eager" (the release's arithmetic) or "sdpa"; see MoVAdapter
+
     def __init__(
         self, dim: int, value_dim: int, *, num_heads: int, grid_size: int, eps: float, rope_theta: float
     ) -> None:
@@ -90,9 +92,14 @@ class AdapterAttention(nn.Module):
         v = self.v_proj(value).view(b, value.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
         q = self.rope(q).to(v.dtype)
         k = self.rope(k).to(v.dtype)
-        # NOTE: the release scales q after RoPE and runs softmax in the tensor's dtype (bf16), no SDPA.
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, N)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, -1)  # (B, N, dim)
+        # NOTE: the release scales q after RoPE and runs softmax in the tensor's dtype (bf16): "eager"
+        # reproduces that; "sdpa" is the fused kernel (same maths, float32 softmax, far less memory).
+        q = q * self.scale
+        if self.attn_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        else:
+            out = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(b, n, -1)  # (B, N, dim)
         return self.proj(self.inner_attn_ln(out))
 
 
@@ -249,6 +256,14 @@ class MoVAdapter(nn.Module):
     def num_tokens(self) -> int:
         """Image tokens per item in the answer pass."""
         return self.config.num_tokens
+
+    def set_attn_implementation(self, name: str) -> None:
+        """``"sdpa"`` (fused, the default for inference) or ``"eager"`` (the release's exact arithmetic)."""
+        if name not in ("sdpa", "eager"):
+            raise ConfigError(f"adapter attention {name!r}; known: 'sdpa', 'eager'")
+        for module in self.modules():
+            if isinstance(module, AdapterAttention):
+                module.attn_implementation = name
 
     def reset_buffers(self, device: torch.device | str) -> None:
         """Recreate BERT's non-persistent buffers (``position_ids``, ``token_type_ids``) after a meta build."""

@@ -91,6 +91,7 @@ class EngineStats:
     base_images: int = 0  # pages encoded by the base CLIP encoder
     text_encodings: int = 0  # questions encoded by BERT
     routing_items: int = 0  # requests that went through the routing pass
+    routing_images: int = 0  # pages whose routing-pass image tokens were computed (once per page)
     expert_images: dict[str, int] = field(default_factory=dict)  # pages each expert ran on
     answer_items: int = 0
 
@@ -103,6 +104,7 @@ class _Page:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # preprocessed, by key; dropped after a batch
     base: torch.Tensor | None = None  # (N, C)
     experts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, C_e), aligned
+    routing_tokens: torch.Tensor | None = None  # (num_routing_tokens, W): the routing pass's image tokens
 
 
 @dataclass
@@ -277,11 +279,27 @@ class Engine:
         return base, text
 
     def _route(self, items: list[_Item]) -> None:
-        base, text = self._base_and_text(items)
-        mask = torch.zeros(len(items), len(self.config.enabled_experts))
-        tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text).image_features)
+        # NOTE: with every expert off, the adapter never uses the question (the gate's output is scaled
+        # by 0), so the routing image tokens depend on the page only: computed once per page. The
+        # prompts on one page then also share their leading positions (system text, image, routing
+        # instructions), which the LLM runs once per page; each question continues from that cache.
+        pending = [item for item in items if self._page(item).routing_tokens is None]
+        pages = self._unique_pages(pending)
+        if pages:
+            first: dict[str, _Item] = {}
+            for item in pending:
+                first.setdefault(item.request.image_key, item)  # same order as pages
+            base, text = self._base_and_text(list(first.values()))
+            mask = torch.zeros(len(pages), len(self.config.enabled_experts))
+            tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text).image_features)
+            for page, row in zip(pages, tokens, strict=True):
+                page.routing_tokens = row
+            self.stats.routing_images += len(pages)
         prompt = splice_image_features(
-            self.model.language_model, [self.processor.routing_ids(i.request.prompt) for i in items], tokens
+            self.model.language_model,
+            [self.processor.routing_ids(i.request.prompt) for i in items],
+            torch.stack([self._page(item).routing_tokens for item in items]),
+            prefix_groups=[i.request.image_key for i in items],
         )
         outputs = generate(
             self.model.language_model,

@@ -6,12 +6,12 @@ padding and asserts batch size 1).
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers import GenerationConfig as HFGenerationConfig
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from .constants import IMAGE_TOKEN_INDEX
 from .errors import InputError
@@ -28,30 +28,26 @@ def build_language_model(text: dict, *, attn_implementation: str = "sdpa") -> Ll
 class PromptEmbeddings:
     """Left-padded prompt embeddings with the image features spliced in.
 
+    With a shared prefix, ``past_key_values`` already holds the keys and values of each row's
+    first positions (computed once per group of rows that share them); the padding of those cached
+    positions sits on their left, and the uncached rest of each row is left-padded after them.
+
     Attributes:
-        inputs_embeds: (B, L, W) in the LLM dtype.
-        attention_mask: (B, L) long, 0 on the left padding.
+        inputs_embeds: (B, L, W) in the LLM dtype (positions covered by the cache are zeros).
+        attention_mask: (B, L) long, 0 on padding.
         lengths: real length of each prompt (the token counts reported to users).
+        past_key_values: the cache of the shared prefixes, or None.
     """
 
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     lengths: list[int]
+    past_key_values: DynamicCache | None = None
 
 
-def splice_image_features(
-    model: LlamaForCausalLM,
-    input_ids: Sequence[Sequence[int]],
-    image_features: torch.Tensor,
-    *,
-    image_token_index: int = IMAGE_TOKEN_INDEX,
-) -> PromptEmbeddings:
-    """Embed each prompt and replace its single image placeholder id by that item's image tokens.
-
-    Args:
-        input_ids: one id list per item, each with exactly one ``image_token_index``.
-        image_features: (B, N, W) image tokens, one row per prompt.
-    """
+def _embed_rows(
+    model: LlamaForCausalLM, input_ids: Sequence[Sequence[int]], image_features: torch.Tensor, image_token_index: int
+) -> list[torch.Tensor]:
     if len(input_ids) != image_features.shape[0]:
         raise InputError(f"{len(input_ids)} prompts but {image_features.shape[0]} image feature rows")
     embed = model.get_input_embeddings()
@@ -65,14 +61,95 @@ def splice_image_features(
         before = embed(torch.tensor(ids[:cut], dtype=torch.long, device=device))
         after = embed(torch.tensor(ids[cut + 1 :], dtype=torch.long, device=device))
         rows.append(torch.cat((before, features.to(device=device, dtype=before.dtype), after), dim=0))
+    return rows
+
+
+def _common_prefix(id_lists: list[Sequence[int]], image_tokens: int, image_token_index: int) -> int:
+    """Embedded positions that every id list shares (the placeholder counts as its image tokens)."""
+    count = 0
+    for column in zip(*id_lists, strict=False):
+        if any(token != column[0] for token in column):
+            break
+        count += image_tokens if column[0] == image_token_index else 1
+    return count
+
+
+def splice_image_features(
+    model: LlamaForCausalLM,
+    input_ids: Sequence[Sequence[int]],
+    image_features: torch.Tensor,
+    *,
+    image_token_index: int = IMAGE_TOKEN_INDEX,
+    prefix_groups: Sequence[Hashable] | None = None,
+) -> PromptEmbeddings:
+    """Embed each prompt and replace its single image placeholder id by that item's image tokens.
+
+    Args:
+        input_ids: one id list per item, each with exactly one ``image_token_index``.
+        image_features: (B, N, W) image tokens, one row per prompt.
+        prefix_groups: optional group key per row; rows with the same key MUST have identical image
+            features (e.g. the routing pass of several questions on one page). Their common leading
+            positions are then run through the LLM once and shared through the KV cache.
+    """
+    rows = _embed_rows(model, input_ids, image_features, image_token_index)
     lengths = [row.shape[0] for row in rows]
-    width = max(lengths)
+    shared = [0] * len(rows)
+    cache = None
+    if prefix_groups is not None:
+        members: dict[Hashable, list[int]] = {}
+        for index, key in enumerate(prefix_groups):
+            members.setdefault(key, []).append(index)
+        prefixes: dict[int, DynamicCache] = {}
+        for group in members.values():
+            if len(group) < 2:
+                continue
+            ids = [input_ids[i] for i in group]
+            length = _common_prefix(ids, image_features.shape[1], image_token_index)
+            length = min(length, min(lengths[i] for i in group) - 1)  # each row keeps >= 1 token to run
+            if length <= 0:
+                continue
+            with torch.inference_mode():
+                out = model.model(inputs_embeds=rows[group[0]][None, :length], use_cache=True)
+            for i in group:
+                shared[i] = length
+                prefixes[i] = out.past_key_values
+        if prefixes:
+            cache = _batched_cache(model, prefixes, shared, rows[0])
+    prefix_width = max(shared)
+    suffix_width = max(length - cut for length, cut in zip(lengths, shared, strict=True))
+    width = prefix_width + suffix_width
+    device = rows[0].device
     inputs_embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for b, row in enumerate(rows):
-        inputs_embeds[b, width - row.shape[0] :] = row
-        attention_mask[b, width - row.shape[0] :] = 1
-    return PromptEmbeddings(inputs_embeds, attention_mask, lengths)
+    for b, (row, cut) in enumerate(zip(rows, shared, strict=True)):
+        attention_mask[b, prefix_width - cut : prefix_width] = 1
+        suffix = row[cut:]
+        inputs_embeds[b, width - suffix.shape[0] :] = suffix
+        attention_mask[b, width - suffix.shape[0] :] = 1
+    return PromptEmbeddings(inputs_embeds, attention_mask, lengths, cache)
+
+
+def _batched_cache(
+    model: LlamaForCausalLM, prefixes: dict[int, DynamicCache], shared: list[int], like: torch.Tensor
+) -> DynamicCache:
+    """One cache for the batch: each row's prefix keys/values right-aligned, zeros on the left."""
+    width = max(shared)
+    layers = []
+    for layer in range(model.config.num_hidden_layers):
+        keys, values = [], []
+        for row, cut in enumerate(shared):
+            if row in prefixes:
+                k = prefixes[row].layers[layer].keys[0, :, :cut]
+                v = prefixes[row].layers[layer].values[0, :, :cut]
+            else:
+                any_cache = next(iter(prefixes.values())).layers[layer]
+                k = any_cache.keys.new_zeros((*any_cache.keys.shape[1:2], 0, any_cache.keys.shape[-1]))
+                v = any_cache.values.new_zeros((*any_cache.values.shape[1:2], 0, any_cache.values.shape[-1]))
+            pad = width - k.shape[1]
+            keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+            values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+        layers.append((torch.stack(keys), torch.stack(values)))
+    return DynamicCache(layers, config=model.config)
 
 
 @torch.inference_mode()
@@ -106,7 +183,10 @@ def generate(
     if do_sample and seed is not None:
         torch.manual_seed(seed)
     output = model.generate(
-        inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask, generation_config=config
+        inputs_embeds=prompt.inputs_embeds,
+        attention_mask=prompt.attention_mask,
+        past_key_values=prompt.past_key_values,
+        generation_config=config,
     )
     new_tokens = []
     for row in output.tolist():

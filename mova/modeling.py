@@ -33,6 +33,8 @@ class MoVAModel(nn.Module):
             llm_hidden_size=config.text["hidden_size"],
             expert_channels=[expert.out_channels for expert in self.experts.values()],
         )
+        # NOTE: "flash_attention_2" exists for the LLM only; the adapter then uses SDPA.
+        self.adapter.set_attn_implementation("eager" if attn_implementation == "eager" else "sdpa")
         self.language_model = build_language_model(config.text, attn_implementation=attn_implementation)
 
     @property

@@ -351,3 +351,14 @@ def test_pool_for_routing_is_2x2_mean_pooling():
         real = MoVAdapter(config.adapter, in_channels=1024, llm_hidden_size=4096, expert_channels=[8])
     tokens = torch.randn(1, 576, 8)  # 24x24 grid -> 12x12 = 144 routing tokens
     torch.testing.assert_close(real.pool_for_routing(tokens), _mean_pool_2x2(tokens), rtol=1e-6, atol=1e-6)
+
+
+def test_sdpa_and_eager_adapter_attention_agree_in_float32():
+    from mova.adapter import AdapterAttention
+
+    torch.manual_seed(0)
+    attention = AdapterAttention(32, 24, num_heads=4, grid_size=4, eps=1e-5, rope_theta=10000.0)
+    x, value = torch.randn(3, 16, 32), torch.randn(3, 16, 24)
+    eager = attention(x, value)
+    attention.attn_implementation = "sdpa"
+    torch.testing.assert_close(attention(x, value), eager, rtol=1e-5, atol=1e-5)

@@ -69,6 +69,12 @@ def test_results_come_back_in_request_order_with_tags(loaded):
     assert [r.tag for r in results] == list(range(10))
 
 
+def test_routing_image_tokens_are_computed_once_per_page(loaded):
+    engine = Engine(loaded, batch_size=3)
+    list(engine.run(_requests()))
+    assert engine.stats.routing_items == 10 and engine.stats.routing_images == 4
+
+
 def test_forced_experts_skip_the_routing_pass(loaded):
     engine = Engine(loaded, batch_size=4)
     results = list(engine.run(_requests(lambda i: ("dinov2", "sam_h"))))
