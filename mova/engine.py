@@ -336,10 +336,13 @@ class Engine:
             if rows:
                 expert_features[name] = torch.stack(rows)
         fused = self.model.fuse(base, expert_features, mask, text)
+        # The prompts share their leading system text: it runs through the LLM once per batch.
         prompt = splice_image_features(
             self.model.language_model,
             [self.processor.answer_ids(i.request.prompt) for i in items],
             fused.image_features,
+            prefix_groups=[0] * len(items),
+            same_image_in_group=False,
         )
         options = items[0].request.generation
         outputs = generate(

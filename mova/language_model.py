@@ -64,11 +64,16 @@ def _embed_rows(
     return rows
 
 
-def _common_prefix(id_lists: list[Sequence[int]], image_tokens: int, image_token_index: int) -> int:
-    """Embedded positions that every id list shares (the placeholder counts as its image tokens)."""
+def _common_prefix(
+    id_lists: list[Sequence[int]], image_tokens: int, image_token_index: int, *, through_image: bool
+) -> int:
+    """Embedded positions that every id list shares (the placeholder counts as its image tokens,
+    and ends the shared part unless the rows' image features are the same)."""
     count = 0
     for column in zip(*id_lists, strict=False):
         if any(token != column[0] for token in column):
+            break
+        if column[0] == image_token_index and not through_image:
             break
         count += image_tokens if column[0] == image_token_index else 1
     return count
@@ -81,15 +86,18 @@ def splice_image_features(
     *,
     image_token_index: int = IMAGE_TOKEN_INDEX,
     prefix_groups: Sequence[Hashable] | None = None,
+    same_image_in_group: bool = True,
 ) -> PromptEmbeddings:
     """Embed each prompt and replace its single image placeholder id by that item's image tokens.
 
     Args:
         input_ids: one id list per item, each with exactly one ``image_token_index``.
         image_features: (B, N, W) image tokens, one row per prompt.
-        prefix_groups: optional group key per row; rows with the same key MUST have identical image
-            features (e.g. the routing pass of several questions on one page). Their common leading
-            positions are then run through the LLM once and shared through the KV cache.
+        prefix_groups: optional group key per row. The common leading positions of the rows of a
+            group are run through the LLM once and shared through the KV cache.
+        same_image_in_group: the rows of a group have identical image features (e.g. the routing pass
+            of several questions on one page), so sharing may continue past the image; otherwise it
+            stops before it (e.g. the system text of the answer pass).
     """
     rows = _embed_rows(model, input_ids, image_features, image_token_index)
     lengths = [row.shape[0] for row in rows]
@@ -104,7 +112,7 @@ def splice_image_features(
             if len(group) < 2:
                 continue
             ids = [input_ids[i] for i in group]
-            length = _common_prefix(ids, image_features.shape[1], image_token_index)
+            length = _common_prefix(ids, image_features.shape[1], image_token_index, through_image=same_image_in_group)
             length = min(length, min(lengths[i] for i in group) - 1)  # each row keeps >= 1 token to run
             if length <= 0:
                 continue

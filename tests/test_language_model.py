@@ -55,3 +55,14 @@ def test_placeholder_count_and_feature_rows_are_checked(lm):
         splice_image_features(model, [[1, IMAGE_TOKEN_INDEX, IMAGE_TOKEN_INDEX]], torch.zeros(1, 4, 64))
     with pytest.raises(InputError, match="2 prompts but 1 image feature rows"):
         splice_image_features(model, [_ids([]), _ids([])], torch.zeros(1, 4, 64))
+
+
+def test_rows_with_different_images_share_only_the_text_before_the_image(lm):
+    model, eos = lm
+    torch.manual_seed(4)
+    features = torch.randn(3, 4, 64) * 3
+    ids = [_ids([20]), _ids([30, 31]), _ids([40, 41, 42])]
+    prompt = splice_image_features(model, ids, features, prefix_groups=[0, 0, 0], same_image_in_group=False)
+    assert prompt.past_key_values.get_seq_length() == 3  # tokens 5, 6, 7 before the placeholder
+    batched = generate(model, prompt, eos_token_id=eos, max_new_tokens=8)
+    assert batched == [_alone(model, eos, i, f) for i, f in zip(ids, features, strict=True)]
