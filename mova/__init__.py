@@ -1,42 +1,53 @@
-"""mova: MoVA (mixture of vision experts, arXiv 2404.13046) inference that loads the released checkpoint."""
+"""mova: MoVA (mixture of vision experts, arXiv 2404.13046) inference that loads the released checkpoint.
 
-from .config import AdapterConfig, MoVAConfig, RoutingConfig
-from .engine import Engine, EngineStats, ErrorInfo, GenerationConfig, Request, Result
-from .errors import CheckpointError, ConfigError, InputError, MoVAError, RoutingError, UnknownExpertError
-from .experts import EXPERTS
-from .modeling import MoVAModel
-from .parameter_table import parameter_table
-from .pretrained import DEFAULT_MODEL, TINY_RANDOM, LoadedModel, load_model, save_tiny_checkpoint
-from .processing import MoVAProcessor
-from .routing import RoutingDecision
+The public names are loaded on first use (PEP 562), so ``import mova`` itself is instant and pulls in
+neither torch nor transformers (nor, through them, tqdm).
+"""
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "EXPERTS",
-    "TINY_RANDOM",
-    "AdapterConfig",
-    "CheckpointError",
-    "ConfigError",
-    "Engine",
-    "EngineStats",
-    "ErrorInfo",
-    "GenerationConfig",
-    "InputError",
-    "LoadedModel",
-    "MoVAConfig",
-    "MoVAError",
-    "MoVAModel",
-    "MoVAProcessor",
-    "Request",
-    "Result",
-    "RoutingConfig",
-    "RoutingDecision",
-    "RoutingError",
-    "UnknownExpertError",
-    "load_model",
-    "parameter_table",
-    "save_tiny_checkpoint",
-    "__version__",
-]
+_EXPORTS = {
+    "AdapterConfig": "config",
+    "MoVAConfig": "config",
+    "RoutingConfig": "config",
+    "Engine": "engine",
+    "EngineStats": "engine",
+    "ErrorInfo": "engine",
+    "GenerationConfig": "engine",
+    "Request": "engine",
+    "Result": "engine",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "MoVAError": "errors",
+    "RoutingError": "errors",
+    "UnknownExpertError": "errors",
+    "EXPERTS": "experts",
+    "MoVAModel": "modeling",
+    "parameter_table": "parameters",
+    "DEFAULT_MODEL": "pretrained",
+    "TINY_RANDOM": "pretrained",
+    "LoadedModel": "pretrained",
+    "load_model": "pretrained",
+    "save_tiny_checkpoint": "pretrained",
+    "MoVAProcessor": "processing",
+    "RoutingDecision": "routing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mova' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [*sorted(_EXPORTS), "__version__"]

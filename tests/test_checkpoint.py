@@ -25,7 +25,8 @@ def _logits(loaded) -> torch.Tensor:
     inputs = processor.preprocess(image, processor.keys_for(model.config.enabled_experts))
     base = model.encode_base(inputs["clip"][None])
     experts = {
-        name: model.encode_expert(name, inputs[processor.expert_keys[name]][None]) for name in model.config.enabled_experts
+        name: model.encode_expert(name, inputs[processor.expert_keys[name]][None])
+        for name in model.config.enabled_experts
     }
     ids, mask = processor.text_inputs(["what is this?"])
     text = model.encode_text(ids, mask)

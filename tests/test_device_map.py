@@ -7,7 +7,7 @@ from PIL import Image
 import mova
 from mova import Engine, GenerationConfig, Request
 from mova.device_map import device_for, no_split_module_classes, pin_resident_modules, plan_device_map
-from mova.parameter_table import build_on_meta
+from mova.parameters import build_on_meta
 
 
 def _requests():

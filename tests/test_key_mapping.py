@@ -15,7 +15,10 @@ def test_prefix_rules_apply_in_order_and_invert():
     )
     t = torch.zeros(1)
     assert mapper.to_ours("model.mm_projector.pos_embed", t)[0][0] == "adapter.pos_embed"
-    assert mapper.to_ours("model.layers.3.mlp.up_proj.weight", t)[0][0] == "language_model.model.layers.3.mlp.up_proj.weight"
+    assert (
+        mapper.to_ours("model.layers.3.mlp.up_proj.weight", t)[0][0]
+        == "language_model.model.layers.3.mlp.up_proj.weight"
+    )
     assert mapper.to_ours("lm_head.weight", t)[0][0] == "language_model.lm_head.weight"
     ours = {"adapter.pos_embed": t, "language_model.model.norm.weight": t, "language_model.lm_head.weight": t}
     assert set(mapper.to_released(ours)) == {"model.mm_projector.pos_embed", "model.norm.weight", "lm_head.weight"}

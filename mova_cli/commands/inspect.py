@@ -75,7 +75,7 @@ def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) 
     """
     from mova.checkpoint import read_config
     from mova.config import PRESETS, MoVAConfig
-    from mova.parameter_table import parameter_table
+    from mova.parameters import parameter_table
     from mova.pretrained import resolve_checkpoint
 
     path, layout = None, "preset"
