@@ -16,6 +16,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from .constants import CLIP_MEAN, CLIP_STD
 from .errors import ConfigError, InputError
 from .image_ops import clip_style_transform
+from .layers.hf_attention import NATIVE_SOFTMAX
 
 
 class ClipBaseEncoder(nn.Module):
@@ -32,8 +33,8 @@ class ClipBaseEncoder(nn.Module):
         if "select_layer" not in kwargs:
             raise ConfigError("base_encoder config needs 'select_layer' (upstream mm_vision_select_layer, e.g. -2)")
         select_layer = kwargs.pop("select_layer")
-        # NOTE: the reference runs CLIP with eager attention; the model builder may switch implementations.
-        kwargs.setdefault("attn_implementation", "eager")
+        # NOTE: the reference runs CLIP with 4.37's eager attention (softmax in the activations' dtype).
+        kwargs.setdefault("attn_implementation", NATIVE_SOFTMAX)
         hf_config = CLIPVisionConfig(**kwargs)
         num_layers = hf_config.num_hidden_layers
         if not -(num_layers + 1) <= select_layer <= num_layers:

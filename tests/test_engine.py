@@ -87,7 +87,7 @@ def test_unchosen_experts_never_run_and_each_page_runs_an_expert_once(loaded):
     engine = Engine(loaded, batch_size=8)
     list(engine.run(_requests(_forced)))
     chosen_pages = {}
-    for i, request in enumerate(_requests(_forced)):
+    for request in _requests(_forced):
         for name in request.experts or ():
             chosen_pages.setdefault(name, set()).add(request.image_key)
     assert engine.stats.expert_images == {name: len(pages) for name, pages in chosen_pages.items()}

@@ -18,6 +18,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from ..constants import CLIP_MEAN
 from ..errors import ConfigError, InputError
 from ..image_ops import mean_fill, pix2struct_patches
+from ..layers.hf_attention import FP32_SOFTMAX
 from .base import ExpertConfig, VisionExpert
 
 
@@ -74,7 +75,7 @@ class Pix2StructExpert(VisionExpert):
             layer_norm_eps=config.layer_norm_eps,
             seq_len=config.seq_len,
             dense_act_fn="gelu_new",
-            attn_implementation="eager",
+            attn_implementation=FP32_SOFTMAX,  # NOTE: 4.37's float32 softmax (layers/hf_attention.py)
         )
         model = Pix2StructVisionModel(hf_config)
         # The HF model's children sit directly on the expert so the names match the released ones.

@@ -386,3 +386,36 @@ def test_bfloat16_in_bfloat16_out(cls):
     with torch.no_grad():
         out = expert(_tiny_input(cls, 1).to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_pix2struct_attention_runs_its_softmax_in_float32_like_the_release():
+    from mova.layers.hf_attention import fp32_softmax_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8).to(torch.bfloat16) for _ in range(3))
+    mask = torch.zeros(2, 1, 1, 5, dtype=torch.bfloat16)
+    mask[1, ..., -2:] = torch.finfo(torch.bfloat16).min
+    out, weights = fp32_softmax_attention(torch.nn.Module(), q, k, v, mask, scaling=1.0)
+    scores = q @ k.transpose(2, 3) + mask  # (T5 convention: no 1/sqrt(d) scaling)
+    expected = torch.softmax(scores.float(), dim=-1).to(torch.bfloat16)
+    assert torch.equal(weights, expected)
+    assert torch.equal(out, (expected @ v).transpose(1, 2))
+    assert weights[1, ..., -2:].abs().max() == 0
+
+
+def test_pix2struct_expert_uses_the_float32_softmax_attention():
+    from mova.experts.pix2struct import Pix2StructExpert
+    from mova.layers.hf_attention import FP32_SOFTMAX
+
+    expert = Pix2StructExpert(Pix2StructExpert.tiny_config())
+    assert expert.hf_config._attn_implementation == FP32_SOFTMAX
+
+
+def test_clip_attention_runs_its_softmax_in_the_activations_dtype_like_the_release():
+    from mova.layers.hf_attention import native_softmax_attention
+
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 6, 8).to(torch.bfloat16) for _ in range(3))
+    out, weights = native_softmax_attention(torch.nn.Module(), q, k, v, None, scaling=0.125)
+    expected = torch.softmax((q @ k.transpose(2, 3)) * 0.125, dim=-1)  # bf16 softmax, as 4.37's CLIP
+    assert torch.equal(weights, expected) and torch.equal(out, (expected @ v).transpose(1, 2))
