@@ -81,13 +81,21 @@ def main() -> None:
     if args.mode:
         print(json.dumps(run_mode(args.mode, args)))
         return
+    import os
+    import platform
+
+    import torch
+
+    print(f"command: python benchmarks/throughput.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, model small-random")
     reports = {}
     for mode in ("reference", "engine"):
         command = [sys.executable, __file__, "--mode", mode, *sys.argv[1:]]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         reports[mode] = json.loads(output.strip().splitlines()[-1])
         r = reports[mode]
-        print(f"{mode:>9}: {r['pairs_per_second']:.2f} pairs/s  ({r['seconds']:.1f} s)  peak RSS {r['peak_rss_mib']:.0f} MiB")
+        rate, seconds, rss = r["pairs_per_second"], r["seconds"], r["peak_rss_mib"]
+        print(f"{mode:>9}: {rate:.2f} pairs/s  ({seconds:.1f} s)  peak RSS {rss:.0f} MiB")
     same = reports["reference"]["outputs"] == reports["engine"]["outputs"]
     ratio = reports["engine"]["pairs_per_second"] / reports["reference"]["pairs_per_second"]
     print(f"pairs: {args.pages} pages x {args.prompts} prompts; engine batch {args.batch_size}")
