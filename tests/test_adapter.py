@@ -6,13 +6,13 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from spec_rows import released_rows
 
 from mova.adapter import AdapterAttention, MoVAdapter
 from mova.config import MoVAConfig
 from mova.errors import InputError
 from mova.layers.regstage import RegStage
 
-PARAMETERS_TSV = "/work/shared/spec/mova8b_parameters.tsv"
 PREFIX = "model.mm_projector."
 EXPERT_CHANNELS = [24, 16, 8, 12, 20]  # expert 3 is never routed in the sparse tests
 BASE, LLM = 32, 40  # tiny CLIP width (tiny-random preset) and a tiny LLM width
@@ -80,12 +80,7 @@ def _dense_reference(adapter, base, experts, mask, text):
 
 
 def test_real_size_names_and_shapes_match_the_release():
-    expected = []
-    with open(PARAMETERS_TSV) as handle:
-        for line in handle:
-            name, shape = line.rstrip("\n").split("\t")
-            if name.startswith(PREFIX):
-                expected.append((name[len(PREFIX) :], [int(s) for s in shape.strip("[]").split(",")]))
+    expected = [(name[len(PREFIX) :], list(shape)) for name, shape in released_rows(PREFIX).items()]
     config = MoVAConfig.from_name("mova-8b")
     with torch.device("meta"):
         adapter = MoVAdapter(

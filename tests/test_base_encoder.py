@@ -1,11 +1,10 @@
 """ClipBaseEncoder: released names/shapes, parity with HF CLIPVisionModel, truncation, meta build, preprocess."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from spec_rows import released_rows
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 
 from mova.base_encoder import ClipBaseEncoder
@@ -25,23 +24,6 @@ TINY = {
     "layer_norm_eps": 1e-5,
     "select_layer": -2,
 }
-
-
-def _parameter_tsv() -> Path:
-    for root in Path(__file__).resolve().parents:
-        candidate = root / "shared" / "spec" / "mova8b_parameters.tsv"
-        if candidate.is_file():
-            return candidate
-    pytest.skip("shared/spec/mova8b_parameters.tsv is not beside the repository")
-
-
-def released_rows(prefix: str) -> dict[str, tuple[int, ...]]:
-    rows = {}
-    for line in _parameter_tsv().read_text().splitlines():
-        name, shape = line.split("\t")
-        if name.startswith(prefix):
-            rows[name] = tuple(int(d) for d in shape.strip("[]").split(",") if d.strip())
-    return rows
 
 
 def randomize(module: torch.nn.Module) -> torch.nn.Module:

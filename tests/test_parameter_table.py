@@ -1,26 +1,13 @@
 """The mova-8b preset, built on the meta device and named through the rename table, is the release."""
 
-from pathlib import Path
-
-import pytest
+from spec_rows import released_rows
 
 import mova
 from mova.config import MoVAConfig
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "mova8b_parameters.tsv"
 
-
-def _released_rows() -> dict[str, tuple[int, ...]]:
-    rows = {}
-    for line in SPEC.read_text().splitlines():
-        name, shape = line.split("\t")
-        rows[name] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
-    return rows
-
-
-@pytest.mark.skipif(not SPEC.is_file(), reason="shared/spec/mova8b_parameters.tsv not beside the repo")
 def test_mova_8b_matches_every_released_name_and_shape():
-    expected = _released_rows()
+    expected = released_rows()
     assert len(expected) == 3762
     table = dict(mova.parameter_table("mova-8b", layout="released"))
     missing = sorted(set(expected) - set(table))

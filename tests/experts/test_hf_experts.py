@@ -1,13 +1,13 @@
 """DINOv2, Pix2Struct, Deplot and BiomedCLIP experts: release names, HF parity, key rules, preprocessing."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from spec_rows import released_rows
 from transformers import (
     BitImageProcessorPil,
     Dinov2Config,
@@ -28,23 +28,6 @@ from mova.key_mapping import KeyMapper
 
 EXPERT_CLASSES = [Dinov2Expert, Pix2StructExpert, DeplotExpert, BiomedClipExpert]
 GRID = 8  # the tiny-random base grid
-
-
-def _parameter_tsv() -> Path:
-    for root in Path(__file__).resolve().parents:
-        candidate = root / "shared" / "spec" / "mova8b_parameters.tsv"
-        if candidate.is_file():
-            return candidate
-    pytest.skip("shared/spec/mova8b_parameters.tsv is not beside the repository")
-
-
-def released_rows(prefix: str) -> dict[str, tuple[int, ...]]:
-    rows = {}
-    for line in _parameter_tsv().read_text().splitlines():
-        name, shape = line.split("\t")
-        if name.startswith(prefix):
-            rows[name] = tuple(int(d) for d in shape.strip("[]").split(",") if d.strip())
-    return rows
 
 
 def randomize(module: torch.nn.Module) -> torch.nn.Module:

@@ -7,12 +7,11 @@ RoPE as complex rotations, explicit LayerNorm / GELU / convolutions / resizes.
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from spec_rows import released_rows
 from torch import nn
 
 from mova.constants import CLIP_MEAN, CLIP_STD
@@ -25,7 +24,6 @@ from mova.layers.norms import LayerNorm2d
 from mova.layers.rope import VisionRotaryEmbedding
 
 EXPERTS = [VarySamBExpert, CodetrExpert, SamHExpert]
-PARAMETERS_TSV = Path(os.environ.get("MOVA_PARAMETERS_TSV", "/work/shared/spec/mova8b_parameters.tsv"))
 
 
 def _randomize(module: nn.Module, seed: int = 1) -> nn.Module:
@@ -343,14 +341,7 @@ def test_real_config_names_and_shapes_match_the_release(cls):
     assert expert.out_channels == channels
     assert expert(torch.empty(1, 3, 1024, 1024, device="meta")).shape == (1, channels, side, side)
 
-    if not PARAMETERS_TSV.is_file():
-        pytest.skip(f"{PARAMETERS_TSV} not found (set MOVA_PARAMETERS_TSV)")
-    released = {}
-    for line in PARAMETERS_TSV.read_text().splitlines():
-        name, shape = line.split("\t")
-        if name.startswith(prefix):
-            released[name] = tuple(int(s) for s in shape.strip("[]").split(","))
-    assert ours == released
+    assert ours == released_rows(prefix)
 
 
 @pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
