@@ -136,11 +136,12 @@ def _print_report(report: dict[str, Any]) -> None:
     click.echo("")
     total = report["total_parameters"]
     width = max(len(name) for name in report["components"])
-    click.echo(f"{'COMPONENT'.ljust(width)}  {'TENSORS':>8}  {'PARAMETERS':>15}  {'SHARE':>6}")
+    click.echo(f"{'COMPONENT'.ljust(width)}  {'TENSORS':>8}  {'ELEMENTS':>15}  {'SHARE':>6}")
     for name, entry in report["components"].items():
         share = 100 * entry["parameters"] / total if total else 0.0
         click.echo(f"{name.ljust(width)}  {entry['tensors']:>8}  {entry['parameters']:>15,}  {share:>5.1f}%")
     click.echo(f"{'total'.ljust(width)}  {'':>8}  {total:>15,}")
+    click.echo("(checkpoint entries: parameters plus the stored RoPE tables, aliases counted as stored)")
     click.echo("")
     click.echo(
         "weight memory: " + ", ".join(f"{dtype} {_human_bytes(size)}" for dtype, size in report["weight_bytes"].items())
