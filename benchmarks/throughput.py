@@ -66,7 +66,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
         "seconds": elapsed,
         "pairs_per_second": len(results) / elapsed,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "outputs": [[list(r.tag), r.routing.raw_text if r.routing else None, r.answer, str(r.error)] for r in results],
+        "outputs": [
+            [list(r.tag), r.routing.raw_text if r.routing else None, r.answer, str(r.error), list(r.routing.experts)]
+            for r in results
+        ],
     }
 
 
@@ -99,6 +102,9 @@ def main() -> None:
     same = reports["reference"]["outputs"] == reports["engine"]["outputs"]
     ratio = reports["engine"]["pairs_per_second"] / reports["reference"]["pairs_per_second"]
     print(f"pairs: {args.pages} pages x {args.prompts} prompts; engine batch {args.batch_size}")
+    routed = sum(1 for output in reports["engine"]["outputs"] if output[4])
+    print(f"pairs whose router named experts: {routed} (a random router rarely does: the other answers reuse")
+    print("  the page's no-expert adapter output, as the routing pass does)")
     print(f"outputs identical: {same}")
     print(f"speed-up (engine / reference-style): {ratio:.2f}x")
     if not same:

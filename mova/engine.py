@@ -91,7 +91,7 @@ class EngineStats:
     base_images: int = 0  # pages encoded by the base CLIP encoder
     text_encodings: int = 0  # questions encoded by BERT
     routing_items: int = 0  # requests that went through the routing pass
-    routing_images: int = 0  # pages whose routing-pass image tokens were computed (once per page)
+    plain_images: int = 0  # pages whose no-expert adapter output was computed (routing pass, "none" answers)
     expert_images: dict[str, int] = field(default_factory=dict)  # pages each expert ran on
     answer_items: int = 0
 
@@ -104,7 +104,7 @@ class _Page:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # preprocessed, by key; dropped after a batch
     base: torch.Tensor | None = None  # (N, C)
     experts: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, C_e), aligned
-    routing_tokens: torch.Tensor | None = None  # (num_routing_tokens, W): the routing pass's image tokens
+    plain_tokens: torch.Tensor | None = None  # (num_tokens, W): the adapter's output with no expert
 
 
 @dataclass
@@ -278,27 +278,36 @@ class Engine:
         text = torch.stack([self._questions.get_or_create(item.request.prompt, _missing) for item in items])
         return base, text
 
-    def _route(self, items: list[_Item]) -> None:
-        # NOTE: with every expert off, the adapter never uses the question (the gate's output is scaled
-        # by 0), so the routing image tokens depend on the page only: computed once per page. The
-        # prompts on one page then also share their leading positions (system text, image, routing
-        # instructions), which the LLM runs once per page; each question continues from that cache.
-        pending = [item for item in items if self._page(item).routing_tokens is None]
+    def _plain_tokens(self, items: list[_Item]) -> None:
+        """Make sure each item's page has its adapter output with no expert (once per page).
+
+        NOTE: with every expert off, the adapter never uses the question (the gate's output is scaled
+        by 0), so this output depends on the page only. The routing pass uses it pooled; an answer
+        with no expert routed uses it as is (spec 1.2: "exactly this computation").
+        """
+        pending = [item for item in items if self._page(item).plain_tokens is None]
         pages = self._unique_pages(pending)
-        if pages:
-            first: dict[str, _Item] = {}
-            for item in pending:
-                first.setdefault(item.request.image_key, item)  # same order as pages
-            base, text = self._base_and_text(list(first.values()))
-            mask = torch.zeros(len(pages), len(self.config.enabled_experts))
-            tokens = self.model.pool_for_routing(self.model.fuse(base, {}, mask, text).image_features)
-            for page, row in zip(pages, tokens, strict=True):
-                page.routing_tokens = row
-            self.stats.routing_images += len(pages)
+        if not pages:
+            return
+        first: dict[str, _Item] = {}
+        for item in pending:
+            first.setdefault(item.request.image_key, item)  # same order as pages
+        base, text = self._base_and_text(list(first.values()))
+        mask = torch.zeros(len(pages), len(self.config.enabled_experts))
+        tokens = self.model.fuse(base, {}, mask, text).image_features
+        for page, row in zip(pages, tokens, strict=True):
+            page.plain_tokens = row
+        self.stats.plain_images += len(pages)
+
+    def _route(self, items: list[_Item]) -> None:
+        # The prompts on one page share their leading positions (system text, image, routing
+        # instructions), which the LLM runs once per page; each question continues from that cache.
+        self._plain_tokens(items)
+        routing_tokens = self.model.pool_for_routing(torch.stack([self._page(item).plain_tokens for item in items]))
         prompt = splice_image_features(
             self.model.language_model,
             [self.processor.routing_ids(i.request.prompt) for i in items],
-            torch.stack([self._page(item).routing_tokens for item in items]),
+            routing_tokens,
             prefix_groups=[i.request.image_key for i in items],
         )
         outputs = generate(
@@ -328,19 +337,32 @@ class Engine:
 
     def _answer(self, items: list[_Item]) -> None:
         enabled = self.config.enabled_experts
-        base, text = self._base_and_text(items)
-        mask = torch.tensor([[float(name in item.decision.experts) for name in enabled] for item in items])
-        expert_features = {}
-        for name in enabled:
-            rows = [self._page(item).experts[name] for item in items if name in item.decision.experts]
-            if rows:
-                expert_features[name] = torch.stack(rows)
-        fused = self.model.fuse(base, expert_features, mask, text)
+        routed = [item for item in items if item.decision.experts]
+        self._plain_tokens([item for item in items if not item.decision.experts])
+        image_features: list[torch.Tensor | None] = [
+            None if item.decision.experts else self._page(item).plain_tokens for item in items
+        ]
+        gates = torch.zeros(len(items), self.config.adapter.num_layers, len(enabled))  # no expert: all zero
+        if routed:
+            base, text = self._base_and_text(routed)
+            mask = torch.tensor([[float(name in item.decision.experts) for name in enabled] for item in routed])
+            expert_features = {}
+            for name in enabled:
+                rows = [self._page(item).experts[name] for item in routed if name in item.decision.experts]
+                if rows:
+                    expert_features[name] = torch.stack(rows)
+            fused = self.model.fuse(base, expert_features, mask, text)
+            positions = [index for index, item in enumerate(items) if item.decision.experts]
+            for position, row, gate in zip(
+                positions, fused.image_features, torch.stack(fused.gate_weights, dim=1).cpu(), strict=True
+            ):
+                image_features[position] = row
+                gates[position] = gate
         # The prompts share their leading system text: it runs through the LLM once per batch.
         prompt = splice_image_features(
             self.model.language_model,
             [self.processor.answer_ids(i.request.prompt) for i in items],
-            fused.image_features,
+            torch.stack(image_features),
             prefix_groups=[0] * len(items),
             same_image_in_group=False,
         )
@@ -354,7 +376,6 @@ class Engine:
             top_p=options.top_p,
             seed=options.seed,
         )
-        gates = torch.stack(fused.gate_weights, dim=1).cpu()  # (B, blocks, E)
         for item, length, tokens_out, gate in zip(items, prompt.lengths, outputs, gates, strict=True):
             item.result.answer = self.processor.decode(tokens_out)
             item.result.gate_weights = gate.tolist()

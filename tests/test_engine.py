@@ -72,7 +72,7 @@ def test_results_come_back_in_request_order_with_tags(loaded):
 def test_routing_image_tokens_are_computed_once_per_page(loaded):
     engine = Engine(loaded, batch_size=3)
     list(engine.run(_requests()))
-    assert engine.stats.routing_items == 10 and engine.stats.routing_images == 4
+    assert engine.stats.routing_items == 10 and engine.stats.plain_images == 4
 
 
 def test_forced_experts_skip_the_routing_pass(loaded):
@@ -101,9 +101,12 @@ def test_cached_features_equal_fresh_computation(loaded):
     assert cached == fresh
 
 
-def test_no_expert_equals_the_routing_mask_of_zeros(loaded):
-    results = list(Engine(loaded, batch_size=2).run(_requests(lambda i: ())))
+def test_no_expert_answers_reuse_the_pages_no_expert_adapter_output(loaded):
+    engine = Engine(loaded, batch_size=2)
+    results = list(engine.run(_requests(lambda i: ())))
     assert all(r.routing.experts == () and r.answer is not None for r in results)
+    assert engine.stats.plain_images == 4  # 10 answers on 4 pages: the adapter ran once per page
+    assert all(w == 0.0 for r in results for block in r.gate_weights for w in block)
 
 
 def test_route_only_returns_the_choice_without_an_answer(loaded):
