@@ -18,12 +18,4 @@ def align_to_grid(feature_map: torch.Tensor, grid_size: int) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
-def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, L, C) tokens of a square grid -> (B, C, sqrt(L), sqrt(L)); upstream reshapes with int(L**0.5)."""
-    side = int(tokens.shape[1] ** 0.5)
-    if side * side != tokens.shape[1]:
-        raise ValueError(f"{tokens.shape[1]} tokens do not form a square grid")
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
-
-
-__all__ = ["align_to_grid", "tokens_to_map"]
+__all__ = ["align_to_grid"]

@@ -14,41 +14,23 @@ FP32_SOFTMAX = "mova_eager_fp32_softmax"  # Pix2Struct / Deplot (4.37)
 NATIVE_SOFTMAX = "mova_eager_native_softmax"  # CLIP (4.37)
 
 
-def _attention(query, key, value, attention_mask, scaling, *, softmax_dtype: torch.dtype | None):
-    scores = torch.matmul(query, key.transpose(2, 3)) * (1.0 if scaling is None else scaling)
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = torch.softmax(scores if softmax_dtype is None else scores.to(softmax_dtype), dim=-1).type_as(scores)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+def _attention_with_softmax_in(softmax_dtype: torch.dtype | None):
+    """An eager attention function (transformers' interface) whose softmax runs in ``softmax_dtype``
+    (None: the activations' dtype). (B, h, N, d) inputs -> (B, N, h, d) output, and the weights."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        scores = torch.matmul(query, key.transpose(2, 3)) * (1.0 if scaling is None else scaling)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = torch.softmax(scores if softmax_dtype is None else scores.to(softmax_dtype), dim=-1)
+        weights = weights.type_as(scores)
+        return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+    return attention
 
 
-def fp32_softmax_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention, softmax in float32: (B, h, N, d) inputs -> (B, N, h, d) output, weights."""
-    return _attention(query, key, value, attention_mask, scaling, softmax_dtype=torch.float32)
-
-
-def native_softmax_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention, softmax in the activations' dtype: (B, h, N, d) -> (B, N, h, d), weights."""
-    return _attention(query, key, value, attention_mask, scaling, softmax_dtype=None)
-
+fp32_softmax_attention = _attention_with_softmax_in(torch.float32)
+native_softmax_attention = _attention_with_softmax_in(None)
 
 for _name, _function in ((FP32_SOFTMAX, fp32_softmax_attention), (NATIVE_SOFTMAX, native_softmax_attention)):
     AttentionInterface.register(_name, _function)
