@@ -7,7 +7,7 @@ MoV-Adapter with per-item routing masks, the answer pass.
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,13 +358,20 @@ class Engine:
             ):
                 image_features[position] = row
                 gates[position] = gate
-        # The prompts share their leading system text: it runs through the LLM once per batch.
+        # Shared leading positions run through the LLM once: the prompts with no expert on one page
+        # share their image tokens too (and the system text before them); the others share the
+        # system text.
+        plain_pages = Counter(item.request.image_key for item in items if not item.decision.experts)
         prompt = splice_image_features(
             self.model.language_model,
             [self.processor.answer_ids(i.request.prompt) for i in items],
             torch.stack(image_features),
-            prefix_groups=[0] * len(items),
-            same_image_in_group=False,
+            prefix_groups=[
+                ("page", item.request.image_key)
+                if not item.decision.experts and plain_pages[item.request.image_key] > 1
+                else ("text",)
+                for item in items
+            ],
         )
         options = items[0].request.generation
         outputs = generate(

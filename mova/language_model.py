@@ -68,7 +68,7 @@ def _common_prefix(
     id_lists: list[Sequence[int]], image_tokens: int, image_token_index: int, *, through_image: bool
 ) -> int:
     """Embedded positions that every id list shares (the placeholder counts as its image tokens,
-    and ends the shared part unless the rows' image features are the same)."""
+    and ends the shared part unless ``through_image``: the rows' image features are the same)."""
     count = 0
     for column in zip(*id_lists, strict=False):
         if any(token != column[0] for token in column):
@@ -86,7 +86,6 @@ def splice_image_features(
     *,
     image_token_index: int = IMAGE_TOKEN_INDEX,
     prefix_groups: Sequence[Hashable] | None = None,
-    same_image_in_group: bool = True,
 ) -> PromptEmbeddings:
     """Embed each prompt and replace its single image placeholder id by that item's image tokens.
 
@@ -94,10 +93,9 @@ def splice_image_features(
         input_ids: one id list per item, each with exactly one ``image_token_index``.
         image_features: (B, N, W) image tokens, one row per prompt.
         prefix_groups: optional group key per row. The common leading positions of the rows of a
-            group are run through the LLM once and shared through the KV cache.
-        same_image_in_group: the rows of a group have identical image features (e.g. the routing pass
-            of several questions on one page), so sharing may continue past the image; otherwise it
-            stops before it (e.g. the system text of the answer pass).
+            group are run through the LLM once and shared through the KV cache. Sharing continues
+            past the image only when the group's rows have identical image features (e.g. several
+            questions on one page in the routing pass); otherwise it stops before the image.
     """
     rows = _embed_rows(model, input_ids, image_features, image_token_index)
     lengths = [row.shape[0] for row in rows]
@@ -112,7 +110,8 @@ def splice_image_features(
             if len(group) < 2:
                 continue
             ids = [input_ids[i] for i in group]
-            length = _common_prefix(ids, image_features.shape[1], image_token_index, through_image=same_image_in_group)
+            same_image = all(torch.equal(image_features[group[0]], image_features[i]) for i in group[1:])
+            length = _common_prefix(ids, image_features.shape[1], image_token_index, through_image=same_image)
             length = min(length, min(lengths[i] for i in group) - 1)  # each row keeps >= 1 token to run
             if length <= 0:
                 continue

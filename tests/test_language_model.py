@@ -62,7 +62,7 @@ def test_rows_with_different_images_share_only_the_text_before_the_image(lm):
     torch.manual_seed(4)
     features = torch.randn(3, 4, 64) * 3
     ids = [_ids([20]), _ids([30, 31]), _ids([40, 41, 42])]
-    prompt = splice_image_features(model, ids, features, prefix_groups=[0, 0, 0], same_image_in_group=False)
+    prompt = splice_image_features(model, ids, features, prefix_groups=[0, 0, 0])
     assert prompt.past_key_values.get_seq_length() == 3  # tokens 5, 6, 7 before the placeholder
     batched = generate(model, prompt, eos_token_id=eos, max_new_tokens=8)
     assert batched == [_alone(model, eos, i, f) for i, f in zip(ids, features, strict=True)]
