@@ -15,6 +15,7 @@ from transformers import GenerationConfig as HFGenerationConfig
 
 from .constants import IMAGE_TOKEN_INDEX
 from .errors import InputError
+from .kv_cache import reserved_cache
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +190,13 @@ def generate(
     )
     if do_sample and seed is not None:
         torch.manual_seed(seed)
+    cache = reserved_cache(
+        model.config.num_hidden_layers, prompt.inputs_embeds.shape[1] + max_new_tokens, prompt.past_key_values
+    )
     output = model.generate(
         inputs_embeds=prompt.inputs_embeds,
         attention_mask=prompt.attention_mask,
-        past_key_values=prompt.past_key_values,
+        past_key_values=cache,
         generation_config=config,
     )
     new_tokens = []
