@@ -1,7 +1,7 @@
 """Engine throughput vs a reference-style loop, on the random `small-random` preset (CPU is fine).
 
     python benchmarks/throughput.py [--pages 32] [--prompts 4] [--batch-size 8] [--max-new-tokens 16]
-                                    [--rounds 2] [--experts vary_sam_b,pix2struct]
+                                    [--rounds 3] [--experts vary_sam_b,pix2struct]
 
 (a) reference-style: the flow of spec section 1, one (page, prompt) pair at a time, written here from
     the model's public pieces and independent of the engine: CLIP per pair; BERT and the adapter in
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each mode (best one counts)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each mode (best one counts)")
     parser.add_argument("--experts", help="force these experts on every pair, e.g. vary_sam_b,pix2struct (no routing pass)")
     parser.add_argument("--mode", choices=["reference", "engine"], help=argparse.SUPPRESS)
     args = parser.parse_args()
