@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each mode (best one counts)")
-    parser.add_argument("--experts", help="force these experts on every pair, e.g. vary_sam_b,pix2struct (no routing pass)")
+    parser.add_argument("--experts", help="force these experts on every pair, e.g. vary_sam_b,pix2struct")
     parser.add_argument("--mode", choices=["reference", "engine"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
