@@ -20,6 +20,7 @@ from .experts import BASE_PREPROCESS_KEY
 from .language_model import generate, splice_image_features
 from .pretrained import LoadedModel
 from .routing import RoutingDecision, force_routing, parse_routing_answer
+from .sampling import row_seed
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class GenerationConfig:
     max_new_tokens: int = 128  # upstream model_vqa_loader default
     temperature: float = 0.0  # 0 = greedy, as the reference evaluates
     top_p: float | None = None
-    seed: int = 0
+    seed: int = 0  # with the page and the prompt, fixes each sampled answer (at any batch size)
 
 
 @dataclass
@@ -381,7 +382,7 @@ class Engine:
             max_new_tokens=options.max_new_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
-            seed=options.seed,
+            row_seeds=[row_seed(options.seed, item.request.image_key, item.request.prompt) for item in items],
         )
         for item, length, tokens_out, gate in zip(items, prompt.lengths, outputs, gates, strict=True):
             item.result.answer = self.processor.decode(tokens_out)

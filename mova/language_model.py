@@ -10,12 +10,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from transformers import GenerationConfig as HFGenerationConfig
 
 from .constants import IMAGE_TOKEN_INDEX
 from .errors import InputError
 from .kv_cache import reserved_cache
+from .sampling import RowSeededSampler
 
 logger = logging.getLogger(__name__)
 
@@ -169,27 +170,29 @@ def generate(
     max_new_tokens: int,
     temperature: float = 0.0,
     top_p: float | None = None,
-    seed: int | None = None,
+    row_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Decode new tokens for each prompt; each list ends at (and includes) the first eos, if any.
 
-    Greedy when ``temperature == 0``. Sampling is seeded with ``seed``; note that sampled tokens then
-    depend on the batch composition, as every row draws from one random stream.
+    Greedy when ``temperature == 0``. Otherwise each row samples (temperature, then ``top_p``) from its
+    own generator seeded with ``row_seeds[i]``, so its tokens do not depend on the rest of the batch.
     """
-    do_sample = temperature > 0
+    processors = LogitsProcessorList()
+    if temperature > 0:
+        if row_seeds is None:
+            raise ValueError("sampling needs one seed per row")
+        processors.append(RowSeededSampler(row_seeds, temperature, top_p))
     config = HFGenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=top_p if do_sample else None,
+        do_sample=False,  # sampling, if any, is drawn per row by RowSeededSampler
+        temperature=None,
+        top_p=None,
         top_k=None,
         num_beams=1,
         eos_token_id=eos_token_id,
         pad_token_id=eos_token_id,
         bos_token_id=None,
     )
-    if do_sample and seed is not None:
-        torch.manual_seed(seed)
     cache = reserved_cache(
         model.config.num_hidden_layers, prompt.inputs_embeds.shape[1] + max_new_tokens, prompt.past_key_values
     )
@@ -198,6 +201,7 @@ def generate(
         attention_mask=prompt.attention_mask,
         past_key_values=cache,
         generation_config=config,
+        logits_processor=processors,
     )
     new_tokens = []
     for row in output.tolist():

@@ -383,7 +383,14 @@ def generation_options(fn: Callable) -> Callable:
                 default=None,
                 help="Nucleus sampling threshold (only with --temperature > 0).",
             ),
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed for sampling."),
+            click.option(
+                "--seed",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Random seed for sampling; with the page and the prompt it fixes each answer, whatever the batch "
+                "size or a resume.",
+            ),
         ],
     )
 
