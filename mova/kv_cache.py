@@ -3,7 +3,7 @@
 HF's ``DynamicLayer`` concatenates the whole cache with each new token; on CPU, with a few hundred
 cached positions and batch 8, that copy is about a quarter of a decode step. This layer writes each
 token into spare room and hands attention a view of the filled part: the values are the same, so
-the tokens are too (``tests/test_language_model.py``).
+the tokens are too (``tests/test_kv_cache.py``).
 """
 
 import torch
