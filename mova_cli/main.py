@@ -27,6 +27,7 @@ from .commands.experts import experts
 from .commands.init_tiny import init_tiny
 from .commands.inspect import inspect_model
 from .commands.merge import merge
+from .commands.status import status
 from .distributed import ARGS_META_KEY
 from .options import get_verbosity, verbosity_options
 
@@ -119,5 +120,6 @@ cli.add_command(experts)
 cli.add_command(inspect_model)
 cli.add_command(init_tiny)
 cli.add_command(merge)
+cli.add_command(status)
 
 __all__ = ["ExitCode", "cli"]

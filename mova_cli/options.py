@@ -500,6 +500,12 @@ def output_options(fn: Callable) -> Callable:
                 is_flag=True,
                 help="When resuming, redo the items whose records are errors (their old records are dropped).",
             ),
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Print the plan (files, pages, items, already done, to do) as one JSON line and stop: no model "
+                "is loaded and nothing is written.",
+            ),
         ],
     )
 

@@ -10,6 +10,7 @@ share of the plan into part files (``shards``); rank 0 of a launched run merges 
 import logging
 import os
 import secrets
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -203,7 +204,7 @@ def ask(ctx: click.Context, **options: Any) -> Any:
     from ..progress import Summary
 
     world = _world()
-    if options["gpus"] is not None:
+    if options["gpus"] is not None and not options["dry_run"]:
         code = _launch_gpus(ctx, options, world)
         if code is not None:
             ctx.exit(code)
@@ -217,6 +218,9 @@ def ask(ctx: click.Context, **options: Any) -> Any:
         pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
         with pool as prefetcher:
             run = _prepare(options, prefetcher, world=world, offload_dir=offload_dir)
+            if options["dry_run"]:
+                _print_plan(run, quiet=quiet)
+                return None
             if world.rank == 0:
                 _tidy_outputs(run)
             if group is not None:
@@ -515,6 +519,42 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         previous_failed=0 if options["retry_failed"] else sum(job.id in failed_before for job in mine),
         world=world,
     )
+
+
+def _print_plan(run: _Run, *, quiet: bool) -> None:
+    """``--dry-run``: what this run would do, as one JSON line on stdout (and a sentence on stderr).
+
+    Files and pages count every input; items, done and to-do count this process's share (``--shard``).
+    """
+    import orjson
+
+    def pages(jobs: list[Any], *, readable: bool) -> int:
+        units = [job.unit for job in jobs if job.unit is not None]
+        return len({(unit.path, unit.page) for unit in units if (unit.error is None) == readable})
+
+    pending = run.plan.jobs
+    plan = {
+        "dry_run": True,
+        "files": len({job.unit.path for job in run.jobs if job.unit is not None}),
+        "pages": pages(run.jobs, readable=True),
+        "unreadable": pages(run.jobs, readable=False),
+        "bad_prompt_lines": sum(job.problem is not None for job in run.jobs),
+        "items": len(pending) + run.plan.skipped,
+        "done": run.plan.skipped,
+        "failed_before": run.previous_failed,
+        "to_do": len(pending),
+        "to_answer": sum(job.unit is not None and job.unit.error is None for job in pending),
+        "pages_to_read": pages(pending, readable=True),
+    }
+    sys.stdout.buffer.write(orjson.dumps(plan) + b"\n")
+    sys.stdout.flush()
+    if not quiet:
+        errors = plan["to_do"] - plan["to_answer"]
+        click.echo(
+            f"plan: {plan['items']} items over {plan['pages']} pages of {plan['files']} files: {plan['done']} done, "
+            f"{plan['to_do']} to do" + (f" ({errors} of them error records)" if errors else ""),
+            err=True,
+        )
 
 
 def _tidy_outputs(run: _Run) -> None:

@@ -462,3 +462,42 @@ def test_experts_command_lists_the_registry():
     table = invoke(["experts"]).stdout.splitlines()
     assert table[0].split()[:3] == ["LETTER", "NAME", "CHANNELS"]
     assert [line.split()[1] for line in table[1:]] == list(EXPERTS)
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    docs = make_inputs(tmp_path)
+    (docs / "zero.png").write_bytes(b"")
+    out = tmp_path / "out.jsonl"
+    args = ["ask", str(docs), "-p", "q1", "-p", "q2", "--workers", "0", "-o", str(out)]
+
+    def plan() -> dict:
+        result = invoke([*args, "--dry-run"])
+        assert result.exit_code == 0, result.stderr
+        assert "plan: " in result.stderr
+        return json.loads(result.stdout)
+
+    before = plan()
+    assert not out.exists() and engine.requests == []
+    assert before == {
+        "dry_run": True,
+        "files": 4,
+        "pages": 5,
+        "unreadable": 1,
+        "bad_prompt_lines": 0,
+        "items": 12,
+        "done": 0,
+        "failed_before": 0,
+        "to_do": 12,
+        "to_answer": 10,
+        "pages_to_read": 5,
+    }
+    # Half done, as after a run stopped early: the plan says what is left.
+    assert invoke(args).exit_code == 1
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:7]))
+    after = plan()
+    assert out.read_text() == "".join(lines[:7]) and len(engine.requests) == 10
+    done_errors = sum(json.loads(line)["status"] == "error" for line in lines[:7])
+    assert after["done"] == 7 and after["failed_before"] == done_errors and after["to_do"] == 5
+    assert after["to_answer"] == 5 - (2 - done_errors)
