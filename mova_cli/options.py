@@ -501,6 +501,17 @@ def output_options(fn: Callable) -> Callable:
                 help="When resuming, redo the items whose records are errors (their old records are dropped).",
             ),
             click.option(
+                "--max-errors",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Stop after this many error records in this run (exit 1; a rerun resumes). Default: never.",
+            ),
+            click.option(
+                "--fail-fast",
+                is_flag=True,
+                help="Stop at the first error record (--max-errors 1).",
+            ),
+            click.option(
                 "--dry-run",
                 is_flag=True,
                 help="Print the plan (files, pages, items, already done, to do) as one JSON line and stop: no model "

@@ -229,6 +229,8 @@ def ask(ctx: click.Context, **options: Any) -> Any:
             summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
             try:
                 _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, quiet=quiet)
+            except ErrorLimitReached as exc:
+                click.echo(f"mova: {exc}; the rest is not done: rerun to resume", err=True)
             finally:
                 summary.report(quiet=quiet)
         if group is not None:
@@ -401,7 +403,12 @@ class _Run:
     drop_ids: set[str]
     previous_failed: int
     world: Any
+    max_errors: int | None = None
     run_id: str = field(default_factory=_run_id)
+
+
+class ErrorLimitReached(Exception):
+    """``--max-errors`` / ``--fail-fast``: the run stops; every record written so far is whole."""
 
 
 def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_dir: str | None) -> _Run:
@@ -518,6 +525,7 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         drop_ids=drop_ids,
         previous_failed=0 if options["retry_failed"] else sum(job.id in failed_before for job in mine),
         world=world,
+        max_errors=1 if options["fail_fast"] else options["max_errors"],
     )
 
 
@@ -681,6 +689,8 @@ def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredP
             else:
                 summary.add_failure(*failure_reason(record))
             bar.update(1)
+            if run.max_errors is not None and summary.failed >= run.max_errors:
+                raise ErrorLimitReached(f"stopped after {summary.failed} error record(s) (--max-errors/--fail-fast)")
 
         for job in problems:
             emit(

@@ -501,3 +501,32 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, monkeypatch):
     done_errors = sum(json.loads(line)["status"] == "error" for line in lines[:7])
     assert after["done"] == 7 and after["failed_before"] == done_errors and after["to_do"] == 5
     assert after["to_answer"] == 5 - (2 - done_errors)
+
+
+def test_fail_fast_and_max_errors_stop_the_run_and_a_rerun_resumes(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for shade, name in enumerate(("a", "d", "e")):
+        Image.new("RGB", (12, 12), (shade * 90, 0, 0)).save(docs / f"{name}.png")
+    for name in ("b", "c"):
+        (docs / f"{name}.png").write_bytes(b"")  # broken: error records
+    out = tmp_path / "out.jsonl"
+    args = ["ask", str(docs), "-p", "q", "--workers", "0", "-o", str(out)]
+
+    result = invoke([*args, "--fail-fast"])
+    assert result.exit_code == 1 and "stopped after 1 error record" in result.stderr
+    first = parse_lines(out.read_text())
+    assert [(Path(r["source"]["path"]).stem, r["status"]) for r in first if r["status"] == "error"] == [("b", "error")]
+    assert len(first) < 5
+
+    assert invoke([*args, "--max-errors", "1", "--retry-failed"]).exit_code == 1
+    again = parse_lines(out.read_text())
+    assert sum(r["status"] == "error" for r in again) == 1 and len(again) < 5  # b failed again: stopped there
+
+    result = invoke([*args, "--max-errors", "5"])
+    assert result.exit_code == 1 and "stopped after" not in result.stderr
+    statuses = sorted((Path(r["source"]["path"]).stem, r["status"]) for r in parse_lines(out.read_text()))
+    assert statuses == [("a", "ok"), ("b", "error"), ("c", "error"), ("d", "ok"), ("e", "ok")]
+    assert len({r["id"] for r in parse_lines(out.read_text())}) == 5
+    assert engine.requests  # the model ran
