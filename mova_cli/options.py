@@ -501,6 +501,14 @@ def output_options(fn: Callable) -> Callable:
                 help="When resuming, redo the items whose records are errors (their old records are dropped).",
             ),
             click.option(
+                "--progress",
+                type=click.Choice(["auto", "bar", "json", "none"]),
+                default="auto",
+                show_default=True,
+                help="Progress on stderr: auto is a bar unless -q; json writes one event per line (start, one per "
+                "item, end with the counts) instead of the bar and the summary.",
+            ),
+            click.option(
                 "--max-errors",
                 type=click.IntRange(min=1),
                 default=None,

@@ -118,4 +118,56 @@ def progress_bar(total: int, *, quiet: bool) -> Any:
     )
 
 
-__all__ = ["Summary", "configure_logging", "progress_bar"]
+class JsonProgress:
+    """``--progress json``: one JSON event per line on stderr, for dashboards and cron jobs.
+
+    Events: ``start`` (items to do, already done), ``item`` (one per record written: its id, status,
+    source and the running count), ``end`` (the summary's counts and failures by reason). Log
+    lines, if any, are the only other lines on stderr.
+    """
+
+    def __init__(self, total: int, *, run_id: str, skipped: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self._write({"event": "start", "run_id": run_id, "total": total, "already_done": skipped})
+
+    def _write(self, event: dict[str, Any]) -> None:
+        import orjson
+
+        sys.stderr.write(orjson.dumps(event).decode() + "\n")
+        sys.stderr.flush()
+
+    def item(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        source = record.get("source") or {}
+        self._write(
+            {
+                "event": "item",
+                "id": record["id"],
+                "status": record["status"],
+                "path": source.get("path"),
+                "page": source.get("page"),
+                "prompt_id": (record.get("prompt") or {}).get("id"),
+                "error": record.get("error"),
+                "done": self.done,
+                "total": self.total,
+                "elapsed_s": round(time.monotonic() - self.started, 3),
+            }
+        )
+
+    def end(self, summary: Summary) -> None:
+        self._write(
+            {
+                "event": "end",
+                "ok": summary.ok,
+                "failed": summary.failed,
+                "already_done": summary.skipped,
+                "failed_before": summary.previous_failed,
+                "failures": dict(Counter(reason for reason, _ in summary.failures)),
+                "elapsed_s": round(time.monotonic() - self.started, 3),
+            }
+        )
+
+
+__all__ = ["JsonProgress", "Summary", "configure_logging", "progress_bar"]

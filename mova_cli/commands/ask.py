@@ -201,7 +201,7 @@ def ask(ctx: click.Context, **options: Any) -> Any:
 
     from ..distributed import ProcessGroup
     from ..prefetch import Prefetcher, default_workers
-    from ..progress import Summary
+    from ..progress import JsonProgress, Summary
 
     world = _world()
     if options["gpus"] is not None and not options["dry_run"]:
@@ -227,12 +227,20 @@ def ask(ctx: click.Context, **options: Any) -> Any:
                 run.run_id = group.broadcast(run.run_id)
                 _wait_for_ranks(group)  # rank 0 has tidied the output before anyone appends to it
             summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
+            mode = options["progress"]
+            events = None
+            if mode == "json":
+                events = JsonProgress(len(run.plan.jobs), run_id=run.run_id, skipped=run.plan.skipped)
+            show_bar = mode == "bar" or (mode == "auto" and not quiet)
             try:
-                _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, quiet=quiet)
+                _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, show_bar=show_bar, events=events)
             except ErrorLimitReached as exc:
                 click.echo(f"mova: {exc}; the rest is not done: rerun to resume", err=True)
             finally:
-                summary.report(quiet=quiet)
+                if events is not None:
+                    events.end(summary)
+                else:
+                    summary.report(quiet=quiet)
         if group is not None:
             _wait_for_ranks(group)  # every rank has written its share
         if world.rank != 0:
@@ -647,8 +655,11 @@ def _unit_groups(jobs: list[Any]) -> list[tuple[Any, list[Any]]]:
     return groups
 
 
-def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredPreprocess, quiet: bool) -> None:
-    """Load the model if any job needs it, run the jobs, write one record per job."""
+def _execute(
+    run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredPreprocess, show_bar: bool, events: Any
+) -> None:
+    """Load the model if any job needs it, run the jobs, write one record per job (and a progress
+    event per record when ``events`` is a ``JsonProgress``)."""
     from .. import jsonl
     from ..progress import progress_bar
     from ..records import (
@@ -680,7 +691,7 @@ def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredP
     }
 
     total = len(run.plan.jobs)
-    with jsonl.JsonlWriter(target, overwrite=run.overwrite) as writer, progress_bar(total, quiet=quiet) as bar:
+    with jsonl.JsonlWriter(target, overwrite=run.overwrite) as writer, progress_bar(total, quiet=not show_bar) as bar:
 
         def emit(record: dict[str, Any]) -> None:
             writer.write(record)
@@ -689,6 +700,8 @@ def _execute(run: _Run, summary: Any, *, prefetcher: Any, preprocess: _DeferredP
             else:
                 summary.add_failure(*failure_reason(record))
             bar.update(1)
+            if events is not None:
+                events.item(record)
             if run.max_errors is not None and summary.failed >= run.max_errors:
                 raise ErrorLimitReached(f"stopped after {summary.failed} error record(s) (--max-errors/--fail-fast)")
 

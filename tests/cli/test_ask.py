@@ -530,3 +530,32 @@ def test_fail_fast_and_max_errors_stop_the_run_and_a_rerun_resumes(tmp_path, mon
     assert statuses == [("a", "ok"), ("b", "error"), ("c", "error"), ("d", "ok"), ("e", "ok")]
     assert len({r["id"] for r in parse_lines(out.read_text())}) == 5
     assert engine.requests  # the model ran
+
+
+def test_progress_json_writes_one_event_per_item_and_nothing_else(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    docs = make_inputs(tmp_path)
+    (docs / "zero.png").write_bytes(b"")
+    out = tmp_path / "out.jsonl"
+    args = ["ask", str(docs), "-p", "q", "--workers", "0", "-o", str(out), "--progress", "json"]
+    result = invoke(args)
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every stderr line is an event
+    assert [e["event"] for e in events] == ["start"] + ["item"] * 6 + ["end"]
+    assert events[0]["total"] == 6 and events[0]["already_done"] == 0
+    records = {r["id"]: r for r in parse_lines(out.read_text())}
+    items = events[1:-1]
+    assert [e["done"] for e in items] == list(range(1, 7))
+    assert {e["id"]: e["status"] for e in items} == {i: r["status"] for i, r in records.items()}
+    assert events[-1]["ok"] == 5 and events[-1]["failed"] == 1 and sum(events[-1]["failures"].values()) == 1
+
+    rerun = [json.loads(line) for line in invoke(args).stderr.splitlines()]
+    assert rerun[0]["total"] == 0 and rerun[0]["already_done"] == 6 and rerun[-1]["failed_before"] == 1
+
+
+def test_progress_none_hides_the_bar_but_keeps_the_summary(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    docs = make_inputs(tmp_path)
+    result = invoke(["ask", str(docs), "-p", "q", "--workers", "0", "--progress", "none", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0
+    assert "item/s" not in result.stderr and "5 ok, 0 failed" in result.stderr
