@@ -7,6 +7,7 @@ middle; readers drop a torn last line, and ``repair`` truncates it before a resu
 
 import logging
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,15 +92,22 @@ def repair(path: str | Path) -> ReadResult:
     return result
 
 
-def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
-    """Atomically replace ``path`` with ``records`` (temporary file, fsync, rename)."""
+def replace_atomically(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a part
+    (temporary file beside it, fsync, rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # A random suffix too: ranks on other machines may write the same file on a shared disk.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
     with open(tmp, "wb") as handle:
-        handle.write(b"".join(dumps(r) for r in records))
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Atomically replace ``path`` with ``records``."""
+    replace_atomically(path, b"".join(dumps(r) for r in records))
 
 
 class JsonlWriter:

@@ -11,9 +11,7 @@ conflict (one is kept, both are reported).
 """
 
 import logging
-import os
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,20 +119,10 @@ def plan_items(jobs: Iterable[Any]) -> list[PlanItem]:
     return items
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    # A random suffix too: ranks on other machines may write the same file on a shared disk.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_plan(path: str | Path, items: Sequence[PlanItem]) -> None:
     """Write the plan file atomically (the same plan gives the same bytes on every machine)."""
     rows = [[item.id, item.path, item.page, item.prompt] for item in items]
-    _replace_atomically(Path(path), jsonl.dumps({"schema": PLAN_SCHEMA, "items": rows}))
+    jsonl.replace_atomically(path, jsonl.dumps({"schema": PLAN_SCHEMA, "items": rows}))
 
 
 def read_plan(path: str | Path) -> list[PlanItem]:
@@ -297,7 +285,7 @@ def write_records(target: str | Path, records: Sequence[dict[str, Any]]) -> None
             for record in records:
                 writer.write(record)
         return
-    _replace_atomically(Path(target), b"".join(jsonl.dumps(record) for record in records))
+    jsonl.replace_atomically(target, b"".join(jsonl.dumps(record) for record in records))
 
 
 def drop_records(paths: Iterable[str | Path], ids: set[str]) -> None:

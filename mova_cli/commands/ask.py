@@ -200,6 +200,7 @@ def ask(ctx: click.Context, **options: Any) -> Any:
     from contextlib import ExitStack, nullcontext
 
     from ..distributed import ProcessGroup
+    from ..manifest import utc_now
     from ..prefetch import Prefetcher, default_workers
     from ..progress import JsonProgress, Summary
 
@@ -212,40 +213,55 @@ def ask(ctx: click.Context, **options: Any) -> Any:
     quiet = get_verbosity(ctx).quiet
     workers = default_workers() if options["workers"] is None else options["workers"]
     preprocess = _DeferredPreprocess()
-    with ExitStack() as stack:
-        group = stack.enter_context(ProcessGroup()) if world.distributed else None
-        offload_dir = stack.enter_context(_offload_dir(options))
-        pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
-        with pool as prefetcher:
-            run = _prepare(options, prefetcher, world=world, offload_dir=offload_dir)
-            if options["dry_run"]:
-                _print_plan(run, quiet=quiet)
-                return None
-            if world.rank == 0:
-                _tidy_outputs(run)
+    started = utc_now()
+    run: _Run | None = None
+    outcome = "failed"
+    summary = Summary()
+    try:
+        with ExitStack() as stack:
+            group = stack.enter_context(ProcessGroup()) if world.distributed else None
+            offload_dir = stack.enter_context(_offload_dir(options))
+            pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
+            with pool as prefetcher:
+                run = _prepare(options, prefetcher, world=world, offload_dir=offload_dir)
+                if options["dry_run"]:
+                    _print_plan(run, quiet=quiet)
+                    return None
+                if world.rank == 0:
+                    _tidy_outputs(run)
+                if group is not None:
+                    run.run_id = group.broadcast(run.run_id)
+                    _wait_for_ranks(group)  # rank 0 has tidied the output before anyone appends to it
+                summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
+                mode = options["progress"]
+                events = None
+                if mode == "json":
+                    events = JsonProgress(len(run.plan.jobs), run_id=run.run_id, skipped=run.plan.skipped)
+                show_bar = mode == "bar" or (mode == "auto" and not quiet)
+                try:
+                    _execute(
+                        run, summary, prefetcher=prefetcher, preprocess=preprocess, show_bar=show_bar, events=events
+                    )
+                    outcome = "completed"
+                except ErrorLimitReached as exc:
+                    outcome = "stopped"
+                    click.echo(f"mova: {exc}; the rest is not done: rerun to resume", err=True)
+                except KeyboardInterrupt:
+                    outcome = "interrupted"
+                    raise
+                finally:
+                    if events is not None:
+                        events.end(summary)
+                    else:
+                        summary.report(quiet=quiet)
             if group is not None:
-                run.run_id = group.broadcast(run.run_id)
-                _wait_for_ranks(group)  # rank 0 has tidied the output before anyone appends to it
-            summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
-            mode = options["progress"]
-            events = None
-            if mode == "json":
-                events = JsonProgress(len(run.plan.jobs), run_id=run.run_id, skipped=run.plan.skipped)
-            show_bar = mode == "bar" or (mode == "auto" and not quiet)
-            try:
-                _execute(run, summary, prefetcher=prefetcher, preprocess=preprocess, show_bar=show_bar, events=events)
-            except ErrorLimitReached as exc:
-                click.echo(f"mova: {exc}; the rest is not done: rerun to resume", err=True)
-            finally:
-                if events is not None:
-                    events.end(summary)
-                else:
-                    summary.report(quiet=quiet)
-        if group is not None:
-            _wait_for_ranks(group)  # every rank has written its share
-        if world.rank != 0:
-            return None  # rank 0 reports the exit code of the whole run: a launcher stops all on a non-zero
-        merged = _merge_parts(run, quiet=quiet)
+                _wait_for_ranks(group)  # every rank has written its share
+            if world.rank != 0:
+                return None  # rank 0 reports the exit code of the whole run: a launcher stops all on a non-zero
+            merged = _merge_parts(run, quiet=quiet)
+    finally:
+        if run is not None and world.rank == 0 and not options["dry_run"]:
+            _write_manifest(run, options, started=started, outcome=outcome, summary=summary)
     if merged is not None and merged.failed:
         ctx.exit(1)
     return None if merged is not None else summary
@@ -412,6 +428,7 @@ class _Run:
     previous_failed: int
     world: Any
     max_errors: int | None = None
+    model_info: Any = None  # records.ModelInfo once _execute has opened (or skipped) the model
     run_id: str = field(default_factory=_run_id)
 
 
@@ -573,6 +590,42 @@ def _print_plan(run: _Run, *, quiet: bool) -> None:
         )
 
 
+def _write_manifest(run: _Run, options: dict[str, Any], *, started: str, outcome: str, summary: Any) -> None:
+    """Add this run to the manifest beside its output (not for stdout); a failure to write it is logged."""
+    from ..manifest import append_run, run_entry
+
+    if run.outputs.group == "-":
+        return
+    info = run.model_info
+    model = {
+        "id": run.settings.model_id,
+        "revision": run.settings.revision,
+        "dtype": getattr(info, "dtype", None),
+        "device": run.settings.device,
+        "device_map": run.settings.device_map,
+        "attn": run.settings.attn,
+    }
+    entry = run_entry(
+        run_id=run.run_id,
+        started=started,
+        outcome=outcome,
+        options=options,
+        model=model,
+        job_ids=[job.id for job in run.jobs],
+        counts={
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "already_done": summary.skipped,
+            "failed_before": summary.previous_failed,
+        },
+        world_size=run.world.world_size,
+    )
+    try:
+        append_run(run.outputs.group, entry)
+    except OSError as exc:
+        logger.warning("could not write the run manifest beside %s: %s", run.outputs.group, exc)
+
+
 def _tidy_outputs(run: _Run) -> None:
     """Before anyone writes (rank 0 only): start afresh or drop retried error records, write the plan.
 
@@ -681,6 +734,7 @@ def _execute(
     if session is not None:
         preprocess.fn = session.preprocess
     info = session.info if session else ModelInfo(id=run.settings.model_id, revision=run.settings.revision)
+    run.model_info = info
     run_info = RunInfo(run_id=run.run_id, rank=run.world.rank, world_size=run.world.world_size)
     context = RecordContext(params=run.params, model=info, run=run_info, mova_version=_mova_version())
     generation = {
