@@ -477,6 +477,17 @@ def expert_options(fn: Callable) -> Callable:
     )
 
 
+def _parse_fields(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    from .records import parse_fields  # imported here: `mova --help` must stay fast
+
+    if value is None:
+        return None
+    try:
+        return parse_fields(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
 def output_options(fn: Callable) -> Callable:
     """Where records go, and how an existing output file is resumed."""
     return _stack(
@@ -499,6 +510,17 @@ def output_options(fn: Callable) -> Callable:
                 "--retry-failed",
                 is_flag=True,
                 help="When resuming, redo the items whose records are errors (their old records are dropped).",
+            ),
+            click.option(
+                "--fields",
+                callback=_parse_fields,
+                help="Write only these record fields, comma-separated (e.g. 'source.path,answer,experts.chosen'); "
+                "schema, id and status are always kept (resume needs them).",
+            ),
+            click.option(
+                "--compact",
+                is_flag=True,
+                help="Write only id, source.path, source.page, prompt.id, status, answer, experts.chosen and error.",
             ),
             click.option(
                 "--progress",

@@ -15,6 +15,27 @@ STAGES = ("discover", "read", "render", "prompt", "route", "answer", "write")
 # Engine stage names -> the record's vocabulary: preprocessing is part of reading the page, the base
 # encoding is the first step of the routing pass, and the experts are part of the answer pass.
 _ENGINE_STAGES = {"preprocess": "read", "encode": "route", "experts": "answer"}
+# Every key of a record, in order, with the keys of its objects ("" = a plain value). Kept in step
+# with ``build_record`` by tests/cli/test_records.py.
+RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    "schema": (),
+    "id": (),
+    "source": ("path", "rel_path", "sha256", "bytes", "kind", "page", "page_count", "page_label"),
+    "render": ("dpi", "width", "height", "degraded"),
+    "prompt": ("id", "text", "system"),
+    "status": (),
+    "answer": (),
+    "experts": ("chosen", "letters", "router_text", "forced", "gate"),
+    "error": ("stage", "type", "message", "retries"),
+    "gen": ("temperature", "top_p", "num_beams", "max_new_tokens", "seed"),
+    "usage": ("prompt_tokens", "router_tokens", "answer_tokens"),
+    "timing_ms": ("load", "route", "answer", "total"),
+    "model": ("id", "revision", "dtype", "quant"),
+    "run": ("run_id", "rank", "world_size", "retries"),
+    "mova_version": (),
+}
+ALWAYS_KEPT = ("schema", "id", "status")  # what resuming, merging and `mova status` read
+COMPACT_FIELDS = ("source.path", "source.page", "prompt.id", "answer", "experts.chosen", "error")
 
 
 @dataclass(frozen=True)
@@ -204,10 +225,43 @@ def record_from_result(job: Job, result: Any, context: RecordContext, **extra: A
     )
 
 
+def parse_fields(text: str) -> tuple[str, ...]:
+    """``--fields`` -> the dotted names it selects (``source.path``, ``answer``, ...).
+
+    Raises:
+        ValueError: a name that records do not have.
+    """
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    for name in names:
+        top, _, sub = name.partition(".")
+        if top not in RECORD_FIELDS or (sub and sub not in RECORD_FIELDS[top]):
+            known = ", ".join(RECORD_FIELDS)
+            raise ValueError(f"records have no field {name!r} (top-level fields: {known}; nested ones as source.path)")
+    return names
+
+
+def select_fields(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The record cut down to ``fields`` (plus ``ALWAYS_KEPT``), keys in schema order."""
+    wanted: dict[str, set[str] | None] = {}
+    for name in (*ALWAYS_KEPT, *fields):
+        top, _, sub = name.partition(".")
+        if not sub:
+            wanted[top] = None
+        elif wanted.get(top, set()) is not None:
+            wanted.setdefault(top, set()).add(sub)
+    selected = {}
+    for key, value in record.items():
+        if key in wanted:
+            subs = wanted[key]
+            keep_all = subs is None or not isinstance(value, dict)
+            selected[key] = value if keep_all else {k: v for k, v in value.items() if k in subs}
+    return selected
+
+
 def failure_reason(record: dict[str, Any]) -> tuple[str, str]:
-    """(``stage/type``, ``path[:page]``) of an error record, for the end-of-run summary."""
-    error = record["error"] or {}
-    source = record["source"] or {}
+    """(``stage/type``, ``path[:page]``) of an error record, for summaries (fields may be cut)."""
+    error = record.get("error") or {}
+    source = record.get("source") or {}
     where = str(source.get("path"))
     if source.get("page") is not None:
         where += f":{source['page']}"
@@ -215,6 +269,9 @@ def failure_reason(record: dict[str, Any]) -> tuple[str, str]:
 
 
 __all__ = [
+    "ALWAYS_KEPT",
+    "COMPACT_FIELDS",
+    "RECORD_FIELDS",
     "SCHEMA",
     "STAGES",
     "ModelInfo",
@@ -223,5 +280,7 @@ __all__ = [
     "build_record",
     "error_fields",
     "failure_reason",
+    "parse_fields",
     "record_from_result",
+    "select_fields",
 ]

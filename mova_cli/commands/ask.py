@@ -428,6 +428,7 @@ class _Run:
     previous_failed: int
     world: Any
     max_errors: int | None = None
+    fields: tuple[str, ...] | None = None  # --fields / --compact: what records keep
     model_info: Any = None  # records.ModelInfo once _execute has opened (or skipped) the model
     run_id: str = field(default_factory=_run_id)
 
@@ -448,12 +449,15 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         prompts_from_options,
         select_shard,
     )
+    from ..records import COMPACT_FIELDS
     from ..shards import PartError, best_records, part_files, read_records
     from ..sources import discover_sources, read_path_list
     from . import SetupError
 
     if options["overwrite"] and options["retry_failed"]:
         raise click.UsageError("--overwrite starts afresh and --retry-failed resumes: use one of them")
+    if options["compact"] and options["fields"] is not None:
+        raise click.UsageError("--compact is a fixed set of --fields: use one of them")
     if options["top_p"] is not None and options["temperature"] == 0:
         logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
     prompts = prompts_from_options(options["prompt_texts"])
@@ -551,6 +555,7 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         previous_failed=0 if options["retry_failed"] else sum(job.id in failed_before for job in mine),
         world=world,
         max_errors=1 if options["fail_fast"] else options["max_errors"],
+        fields=COMPACT_FIELDS if options["compact"] else options["fields"],
     )
 
 
@@ -723,6 +728,7 @@ def _execute(
         error_fields,
         failure_reason,
         record_from_result,
+        select_fields,
     )
 
     target = run.outputs.target
@@ -748,7 +754,7 @@ def _execute(
     with jsonl.JsonlWriter(target, overwrite=run.overwrite) as writer, progress_bar(total, quiet=not show_bar) as bar:
 
         def emit(record: dict[str, Any]) -> None:
-            writer.write(record)
+            writer.write(record if run.fields is None else select_fields(record, run.fields))
             if record["status"] == "ok":
                 summary.add_ok()
             else:
