@@ -153,7 +153,20 @@ class _DeferredPreprocess:
 
 @click.command(name="ask")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
-@click.option("-p", "--prompt", "prompt_texts", multiple=True, help="A question to ask about every input (repeatable).")
+@click.option(
+    "-p",
+    "--prompt",
+    "prompt_texts",
+    multiple=True,
+    help="A question to ask about every input (repeatable); '-' reads one from stdin.",
+)
+@click.option(
+    "--prompt-file",
+    "prompt_files",
+    multiple=True,
+    type=click.File("r", encoding="utf-8"),
+    help="A file whose whole text is one question for every input (repeatable; for long prompts).",
+)
 @click.option(
     "--prompts",
     "prompts_file",
@@ -460,13 +473,13 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         raise click.UsageError("--compact is a fixed set of --fields: use one of them")
     if options["top_p"] is not None and options["temperature"] == 0:
         logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
-    prompts = prompts_from_options(options["prompt_texts"])
+    prompts = prompts_from_options(_prompt_texts(options))
     problems: list[Any] = []
     if options["prompts_file"]:
         file_prompts, problems = load_prompts(options["prompts_file"], image_folder=options["image_folder"])
         prompts += file_prompts
     if not prompts and not problems:
-        raise click.UsageError("nothing to ask: give -p/--prompt or --prompts FILE")
+        raise click.UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
     paths = list(options["paths"])
     if options["files_from"] is not None:
         paths += read_path_list(options["files_from"].read(), nul=options["null"])
@@ -557,6 +570,25 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         max_errors=1 if options["fail_fast"] else options["max_errors"],
         fields=COMPACT_FIELDS if options["compact"] else options["fields"],
     )
+
+
+def _prompt_texts(options: dict[str, Any]) -> list[str]:
+    """``-p`` texts (``-`` = stdin, read once) then each ``--prompt-file``'s text, in that order."""
+    texts = []
+    if list(options["prompt_texts"]).count("-") > 1:
+        raise click.UsageError("-p - reads the prompt from stdin: give it once")
+    for text in options["prompt_texts"]:
+        if text == "-":
+            text = click.get_text_stream("stdin").read().strip()
+            if not text:
+                raise click.UsageError("-p -: stdin held no prompt")
+        texts.append(text)
+    for handle in options["prompt_files"]:
+        text = handle.read().strip()
+        if not text:
+            raise click.UsageError(f"--prompt-file {handle.name}: the file is empty")
+        texts.append(text)
+    return texts
 
 
 def _print_plan(run: _Run, *, quiet: bool) -> None:

@@ -559,3 +559,27 @@ def test_progress_none_hides_the_bar_but_keeps_the_summary(tmp_path, monkeypatch
     result = invoke(["ask", str(docs), "-p", "q", "--workers", "0", "--progress", "none", "-o", str(tmp_path / "o")])
     assert result.exit_code == 0
     assert "item/s" not in result.stderr and "5 ok, 0 failed" in result.stderr
+
+
+def test_prompts_from_stdin_and_from_files(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (12, 12), "red").save(image)
+    long_prompt = tmp_path / "long.txt"
+    long_prompt.write_text("Read every line of the table,\nthen give the total.\n")
+    args = ["ask", str(image), "-p", "first", "-p", "-", "--prompt-file", str(long_prompt), *FAST]
+    result = invoke(args, input="What is in the corner?\n")
+    assert result.exit_code == 0, result.stderr
+    prompts = [(r["prompt"]["id"], r["prompt"]["text"]) for r in parse_lines(result.stdout)]
+    assert prompts == [
+        ("p1", "first"),
+        ("p2", "What is in the corner?"),
+        ("p3", "Read every line of the table,\nthen give the total."),
+    ]
+    assert [request.prompt for request in engine.requests] == [text for _, text in prompts]
+
+    assert CliRunner().invoke(cli, ["ask", str(image), "-p", "-"], input="  \n").exit_code == 2
+    assert CliRunner().invoke(cli, ["ask", str(image), "-p", "-", "-p", "-"], input="x").exit_code == 2
+    (tmp_path / "empty.txt").write_text("")
+    result = CliRunner().invoke(cli, ["ask", str(image), "--prompt-file", str(tmp_path / "empty.txt")])
+    assert result.exit_code == 2 and "the file is empty" in result.stderr
