@@ -138,19 +138,20 @@ def resolve_checkpoint(
         cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
         raise CheckpointError(
             f"model {spec!r} is not in the local Hugging Face cache ({cache}) and {how}. "
-            f"Download it once with `hf download {spec}` on a machine with network, "
+            f"Download it once with `mova download {spec}` on a machine with network, "
             "or pass a local copy with -m /path/to/checkpoint"
         ) from exc
     return Path(path), revision
 
 
-def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool, cache_dir: str | None):
+def _text_tokenizer_dir(path: Path, values_hint: str | None, allow_download: bool, cache_dir: str | None) -> Path:
+    """Where the question encoder's vocabulary is: in the checkpoint, else the hub id it names."""
     candidates = [path / TEXT_TOKENIZER_DIR]
     if values_hint:
         candidates.insert(0, path / values_hint)
     for candidate in candidates:
         if candidate.is_dir():
-            return load_bert_tokenizer(candidate)
+            return candidate
     if values_hint and values_hint.count("/") <= 1 and not Path(values_hint).is_absolute():
         # The release names the hub id "bert-large-uncased"; its vocabulary is not in the checkpoint.
         try:
@@ -165,10 +166,37 @@ def _text_tokenizer(path: Path, values_hint: str | None, allow_download: bool, c
                 f"the question encoder's vocabulary ({values_hint}) is not in {path}: put its vocab.txt in "
                 f"{path / TEXT_TOKENIZER_DIR}/ or make it available in the Hugging Face cache. ({exc})"
             ) from exc
-        return load_bert_tokenizer(bert_path)
+        return bert_path
     raise CheckpointError(
         f"no question-encoder tokenizer in {path} (expected {TEXT_TOKENIZER_DIR}/ with vocab.txt or tokenizer.json)"
     )
+
+
+@dataclass(frozen=True)
+class FetchedCheckpoint:
+    """Where ``fetch_checkpoint`` found (or put) everything a model needs."""
+
+    path: Path
+    revision: str | None
+    text_tokenizer: Path
+
+
+def fetch_checkpoint(
+    spec: str, *, revision: str | None = None, cache_dir: str | None = None, allow_download: bool = True
+) -> FetchedCheckpoint:
+    """Make every file ``load_model(spec)`` reads available locally, without building the model:
+    the checkpoint (weights, config, tokenizer) and the question encoder's vocabulary, which the
+    release names but does not ship. Run it where there is network, then load offline.
+
+    Raises:
+        CheckpointError: something is missing and could not be fetched (the message names it).
+    """
+    path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
+    _, _, text_tokenizer_ref = read_config(path)
+    load_llama_tokenizer(path)  # the LLM tokenizer files must be there too
+    text_tokenizer = _text_tokenizer_dir(path, text_tokenizer_ref, allow_download, cache_dir)
+    load_bert_tokenizer(text_tokenizer)
+    return FetchedCheckpoint(path, revision, text_tokenizer)
 
 
 def load_model(
@@ -208,7 +236,7 @@ def load_model(
     path, revision = resolve_checkpoint(spec, allow_download=allow_download, revision=revision, cache_dir=cache_dir)
     config, layout, text_tokenizer_ref = read_config(path)
     tokenizer = load_llama_tokenizer(path)
-    text_tokenizer = _text_tokenizer(path, text_tokenizer_ref, allow_download, cache_dir)
+    text_tokenizer = load_bert_tokenizer(_text_tokenizer_dir(path, text_tokenizer_ref, allow_download, cache_dir))
     processor = MoVAProcessor(config, tokenizer, text_tokenizer)
     with torch.device("meta"):
         model = MoVAModel(config, attn_implementation=attn_implementation)
@@ -236,8 +264,10 @@ def _dispatched(model: MoVAModel, plan: dict[str, str | int], offload_dir) -> Mo
 __all__ = [
     "DEFAULT_MODEL",
     "TINY_RANDOM",
+    "FetchedCheckpoint",
     "LoadedModel",
     "build_tiny",
+    "fetch_checkpoint",
     "load_model",
     "resolve_checkpoint",
     "save_tiny_checkpoint",

@@ -23,6 +23,7 @@ import click
 
 from .commands import SetupError
 from .commands.ask import ask
+from .commands.download import download
 from .commands.experts import experts
 from .commands.init_tiny import init_tiny
 from .commands.inspect import inspect_model
@@ -116,6 +117,7 @@ def cli(ctx: click.Context) -> None:
 
 
 cli.add_command(ask)
+cli.add_command(download)
 cli.add_command(experts)
 cli.add_command(inspect_model)
 cli.add_command(init_tiny)
