@@ -25,6 +25,7 @@ from .commands import SetupError
 from .commands.ask import ask
 from .commands.download import download
 from .commands.experts import experts
+from .commands.export import export
 from .commands.init_tiny import init_tiny
 from .commands.inspect import inspect_model
 from .commands.merge import merge
@@ -119,6 +120,7 @@ def cli(ctx: click.Context) -> None:
 cli.add_command(ask)
 cli.add_command(download)
 cli.add_command(experts)
+cli.add_command(export)
 cli.add_command(inspect_model)
 cli.add_command(init_tiny)
 cli.add_command(merge)

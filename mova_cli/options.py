@@ -512,6 +512,14 @@ def output_options(fn: Callable) -> Callable:
                 help="When resuming, redo the items whose records are errors (their old records are dropped).",
             ),
             click.option(
+                "--format",
+                type=click.Choice(["jsonl", "json", "md", "csv"]),
+                default="jsonl",
+                show_default=True,
+                help="jsonl streams records; json (one array), md (a table) and csv are rendered on stdout at "
+                "the end (for -o files use `mova export`).",
+            ),
+            click.option(
                 "--fields",
                 callback=_parse_fields,
                 help="Write only these record fields, comma-separated (e.g. 'source.path,answer,experts.chosen'); "

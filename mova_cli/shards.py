@@ -248,6 +248,25 @@ def best_records(found: Iterable[tuple[str, dict[str, Any]]]) -> tuple[dict[str,
     return best, merged
 
 
+def read_output(output: str | Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The files of an output (it and its parts) and one record per id, as a resume reads them.
+
+    Raises:
+        PartError: neither the output nor a part of it exists, or a file is not a mova output.
+    """
+    from .records import SCHEMA
+
+    files = [path for path in [Path(output), *part_files(output)] if path.exists()]
+    if not files:
+        raise PartError(f"{output}: no such file, and no part files of it")
+    found = read_records(files)
+    for origin, record in found:
+        if record.get("schema") != SCHEMA:
+            raise PartError(f"{origin}: a record without schema {SCHEMA!r}: not a mova output file")
+    best, _ = best_records(found)
+    return files, [record for _, record in best.values()]
+
+
 def merge_records(found: Iterable[tuple[str, dict[str, Any]]], plan: Sequence[PlanItem] | None) -> Merged:
     """Merge records from several files into one list, one record per id, in plan order.
 
@@ -311,6 +330,7 @@ __all__ = [
     "plan_items",
     "plan_path",
     "rank_path",
+    "read_output",
     "read_plan",
     "read_records",
     "shard_path",

@@ -210,6 +210,35 @@ def ask(ctx: click.Context, **options: Any) -> Any:
       mova ask --prompts questions.jsonl --image-folder images/ -o answers.jsonl
       mova ask scans/ -p "What is the total?" --gpus 0,1,2,3 -o totals.jsonl
     """
+    if options["format"] == "jsonl":
+        return _ask(ctx, options)
+    return _ask_rendered(ctx, options)
+
+
+def _ask_rendered(ctx: click.Context, options: dict[str, Any]) -> Any:
+    """``--format csv|md|json``: run into a temporary JSONL file, then render it on stdout (also when
+    the run stops early: what was answered is shown)."""
+    from tempfile import TemporaryDirectory
+
+    from ..export import render
+    from ..shards import read_output
+
+    if options["output"] != "-":
+        raise click.UsageError(
+            f"--format {options['format']} renders on stdout; -o always writes JSONL "
+            f"(render it with `mova export {options['output']} --format {options['format']}`)"
+        )
+    with TemporaryDirectory(prefix="mova-ask-") as folder:
+        options = {**options, "output": str(Path(folder) / "answers.jsonl")}
+        try:
+            return _ask(ctx, options)
+        finally:
+            if Path(options["output"]).exists():
+                sys.stdout.buffer.write(render(read_output(options["output"])[1], options["format"]))
+                sys.stdout.flush()
+
+
+def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
     from contextlib import ExitStack, nullcontext
 
     from ..distributed import ProcessGroup

@@ -22,18 +22,11 @@ def summarise(output: str | Path) -> dict[str, Any]:
     Raises:
         PartError: neither the output nor a part of it exists, or a file is not a mova output.
     """
-    from ..records import SCHEMA, failure_reason
-    from ..shards import PartError, best_records, part_files, plan_path, read_plan, read_records
+    from ..records import failure_reason
+    from ..shards import plan_path, read_output, read_plan
 
-    files = [path for path in [Path(output), *part_files(output)] if path.exists()]
-    if not files:
-        raise PartError(f"{output}: no such file, and no part files of it")
-    found = read_records(files)
-    for origin, record in found:
-        if record.get("schema") != SCHEMA:
-            raise PartError(f"{origin}: a record without schema {SCHEMA!r}: not a mova output file")
-    best, _ = best_records(found)
-    records = [record for _, record in best.values()]
+    files, records = read_output(output)
+    present = {record["id"] for record in records}
     statuses = Counter(str(record.get("status")) for record in records)
     reasons: dict[str, list[str]] = {}
     for record in records:
@@ -48,7 +41,7 @@ def summarise(output: str | Path) -> dict[str, Any]:
     planned = missing = None
     if plan.is_file():
         items = read_plan(plan)
-        planned, missing = len(items), sum(item.id not in best for item in items)
+        planned, missing = len(items), sum(item.id not in present for item in items)
     return {
         "output": str(output),
         "files": len(files),

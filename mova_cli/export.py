@@ -1,0 +1,61 @@
+"""Render ``mova.answer/1`` records as a table for people: CSV (spreadsheets), Markdown, or one JSON array.
+
+JSONL stays the canonical output (resume, merge and status read it); these are views of it.
+"""
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+FORMATS = ("csv", "md", "json")
+COLUMNS = ("id", "path", "page", "prompt_id", "prompt", "status", "answer", "experts", "router_text", "error")
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    """The flat columns of one record (fields a ``--fields`` run did not keep are empty)."""
+    source = record.get("source") or {}
+    prompt = record.get("prompt") or {}
+    experts = record.get("experts") or {}
+    error = record.get("error") or {}
+    return {
+        "id": record.get("id"),
+        "path": source.get("path"),
+        "page": source.get("page"),
+        "prompt_id": prompt.get("id"),
+        "prompt": prompt.get("text"),
+        "status": record.get("status"),
+        "answer": record.get("answer"),
+        "experts": "+".join(experts.get("chosen") or []),
+        "router_text": experts.get("router_text"),
+        "error": f"{error.get('stage')}/{error.get('type')}: {error.get('message')}" if error else None,
+    }
+
+
+def _markdown_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
+    """All ``records`` in ``fmt`` (one of ``FORMATS``)."""
+    if fmt == "json":
+        return orjson.dumps(list(records), option=orjson.OPT_INDENT_2) + b"\n"
+    rows = [_row(record) for record in records]
+    if fmt == "csv":
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().encode()
+    if fmt == "md":
+        columns = ("path", "page", "prompt", "status", "answer", "experts", "error")
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |" for row in rows]
+        return ("\n".join(lines) + "\n").encode()
+    raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+__all__ = ["COLUMNS", "FORMATS", "render"]
