@@ -32,6 +32,7 @@ _EXPORTS = {
     "TINY_RANDOM": "pretrained",
     "FetchedCheckpoint": "pretrained",
     "LoadedModel": "pretrained",
+    "convert_checkpoint": "pretrained",
     "fetch_checkpoint": "pretrained",
     "load_model": "pretrained",
     "save_tiny_checkpoint": "pretrained",

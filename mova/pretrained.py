@@ -98,6 +98,32 @@ def save_tiny_checkpoint(
     return path
 
 
+def convert_checkpoint(
+    source: str,
+    target: str | Path,
+    *,
+    dtype: str | torch.dtype = "bfloat16",
+    max_shard_bytes: int | None = 5 * 2**30,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    allow_download: bool = False,
+) -> Path:
+    """Rewrite a checkpoint (e.g. the release's pickled ``pytorch_model-*.bin``) in our layout:
+    ``mova_config.json`` + safetensors shards + both tokenizers. Later loads map no names, read no
+    pickle and can memory-map the weights.
+
+    Args:
+        dtype: precision of the written weights (the release is bfloat16).
+        max_shard_bytes: largest safetensors file (None: one file).
+    """
+    loaded = load_model(source, dtype=dtype, revision=revision, cache_dir=cache_dir, allow_download=allow_download)
+    target = Path(target)
+    save_state(loaded.model, target, layout="mova", max_shard_bytes=max_shard_bytes)
+    loaded.processor.tokenizer.save_pretrained(target)
+    loaded.processor.text_tokenizer.save_pretrained(target / TEXT_TOKENIZER_DIR)
+    return target
+
+
 def resolve_checkpoint(
     spec: str,
     *,
@@ -267,6 +293,7 @@ __all__ = [
     "FetchedCheckpoint",
     "LoadedModel",
     "build_tiny",
+    "convert_checkpoint",
     "fetch_checkpoint",
     "load_model",
     "resolve_checkpoint",

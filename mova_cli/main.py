@@ -23,6 +23,7 @@ import click
 
 from .commands import SetupError
 from .commands.ask import ask
+from .commands.convert import convert
 from .commands.download import download
 from .commands.experts import experts
 from .commands.export import export
@@ -118,6 +119,7 @@ def cli(ctx: click.Context) -> None:
 
 
 cli.add_command(ask)
+cli.add_command(convert)
 cli.add_command(download)
 cli.add_command(experts)
 cli.add_command(export)

@@ -4,11 +4,14 @@ import json
 
 import pytest
 import torch
+from click.testing import CliRunner
+from safetensors import safe_open
 
 import mova
 from mova.checkpoint import iter_tensors, read_config
 from mova.errors import CheckpointError
 from mova.pretrained import build_tiny
+from mova_cli.main import cli
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +154,28 @@ def test_a_hub_id_loads_from_the_local_hugging_face_cache_offline(tmp_path, monk
     # huggingface_hub reads HF_HOME once at import, so point it at this cache explicitly
     loaded = mova.load_model("someone/tiny-mova", cache_dir=str(tmp_path / "hub"))
     assert torch.equal(_logits(loaded), tiny_logits)
+
+
+def test_a_released_checkpoint_converts_to_safetensors_with_identical_logits(tmp_path):
+    source = mova.save_tiny_checkpoint(tmp_path / "released", layout="released", max_shard_bytes=200_000)
+    assert list(source.glob("pytorch_model-*.bin"))
+    target = mova.convert_checkpoint(str(source), tmp_path / "ours", dtype="float32", max_shard_bytes=300_000)
+    files = {path.name for path in target.iterdir()}
+    assert "mova_config.json" in files and "model.safetensors.index.json" in files and "text_tokenizer" in files
+    assert not [name for name in files if name.endswith(".bin")]
+    assert len([name for name in files if name.endswith(".safetensors")]) > 1
+    assert torch.equal(_logits(mova.load_model(str(target))), _logits(mova.load_model(str(source))))
+
+
+def test_convert_command_writes_bfloat16_and_refuses_a_full_folder(tmp_path):
+    source = mova.save_tiny_checkpoint(tmp_path / "released", layout="released")
+    target = tmp_path / "ours"
+    result = CliRunner().invoke(cli, ["convert", str(source), str(target), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(target)
+    dtypes = {t.dtype for t in mova.load_model(str(target), dtype="bfloat16").model.state_dict().values()}
+    assert torch.bfloat16 in dtypes
+    with safe_open(str(target / "model.safetensors"), "pt") as handle:
+        assert {handle.get_slice(key).get_dtype() for key in handle.keys()} == {"BF16"}
+    result = CliRunner().invoke(cli, ["convert", str(source), str(target)])
+    assert result.exit_code == 2 and "not empty" in result.stderr
