@@ -337,18 +337,25 @@ def build_jobs(
         for _, unit_prompts in named:
             unit_prompts.append(prompt)
     seen: set[str] = set()
+    repeated: list[str] = []
     for unit, unit_prompts in pairs + extra:
         for prompt in unit_prompts:
             if not _applies(prompt, unit):
                 continue
             identity = _job_id_for(unit, prompt, params)
             if identity in seen:
-                logger.info(
-                    "%s page %s: same content and prompt as an earlier item; answered once", unit.path, unit.page
-                )
+                repeated.append(f"{unit.path}" + (f":{unit.page}" if unit.page is not None else ""))
                 continue
             seen.add(identity)
             jobs.append(Job(id=identity, unit=unit, prompt=prompt))
+    if repeated:
+        shown = ", ".join(dict.fromkeys(repeated[:3])) + (", ..." if len(repeated) > 3 else "")
+        logger.warning(
+            "%d item(s) repeat the page content and prompt of an earlier item: answered once, under the "
+            "first one's record (%s)",
+            len(repeated),
+            shown,
+        )
     return jobs
 
 

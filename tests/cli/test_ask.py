@@ -583,3 +583,14 @@ def test_prompts_from_stdin_and_from_files(tmp_path, monkeypatch):
     (tmp_path / "empty.txt").write_text("")
     result = CliRunner().invoke(cli, ["ask", str(image), "--prompt-file", str(tmp_path / "empty.txt")])
     assert result.exit_code == 2 and "the file is empty" in result.stderr
+
+
+def test_a_repeated_page_is_answered_once_and_said_so(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    for name in ("a.png", "copy-of-a.png"):
+        Image.new("RGB", (12, 12), "green").save(tmp_path / name)
+    result = invoke(["ask", str(tmp_path), "-p", "q", "--workers", "0"])
+    assert result.exit_code == 0
+    assert [Path(r["source"]["path"]).name for r in parse_lines(result.stdout)] == ["a.png"]
+    assert "1 item(s) repeat the page content and prompt" in result.stderr and "copy-of-a.png" in result.stderr
+    assert len(engine.requests) == 1
