@@ -228,6 +228,11 @@ def _ask_rendered(ctx: click.Context, options: dict[str, Any]) -> Any:
             f"--format {options['format']} renders on stdout; -o always writes JSONL "
             f"(render it with `mova export {options['output']} --format {options['format']}`)"
         )
+    if options["gpus"] is not None or options["shard"] is not None or _world().distributed:
+        raise click.UsageError(
+            f"--format {options['format']} renders one process's answers: with --gpus, --shard or a launcher, "
+            f"write -o FILE and render it with `mova export FILE --format {options['format']}`"
+        )
     with TemporaryDirectory(prefix="mova-ask-") as folder:
         options = {**options, "output": str(Path(folder) / "answers.jsonl")}
         try:

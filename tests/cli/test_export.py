@@ -71,6 +71,9 @@ def test_ask_format_renders_at_the_end_and_refuses_an_output_file(tmp_path, monk
     assert all(row["status"] == "ok" and row["answer"] for row in rows)
     result = CliRunner().invoke(cli, ["ask", str(tmp_path), "-p", "q", "--format", "md", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "mova export" in result.stderr
+    for split in (["--shard", "1/2"], ["--gpus", "0,1"]):
+        result = CliRunner().invoke(cli, ["ask", str(tmp_path), "-p", "q", "--format", "csv", *split])
+        assert result.exit_code == 2 and "renders one process's answers" in result.stderr
 
 
 def test_export_of_something_else_is_a_setup_error(tmp_path):
