@@ -3,27 +3,16 @@
 import json
 
 from click.testing import CliRunner
-from PIL import Image
 
 from mova_cli.main import cli
 from mova_cli.records import RECORD_FIELDS, parse_fields
 
 from . import stub_engine
-
-FAST = ["--workers", "0", "-q"]
-
-
-def invoke(args):
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
+from .inputs import FAST, distinct_pages, invoke
 
 
 def _docs(root):
-    docs = root / "docs"
-    docs.mkdir()
-    for i in range(2):
-        Image.new("RGB", (12, 12), (i * 90, 0, 0)).save(docs / f"p{i}.png")
-    (docs / "broken.png").write_bytes(b"")
-    return docs
+    return distinct_pages(root / "docs", 2, broken=("broken.png",))
 
 
 def _records(path):

@@ -2,27 +2,12 @@
 
 import json
 
-from click.testing import CliRunner
-from PIL import Image
-
-from mova_cli.main import cli
-
 from . import stub_engine
-
-FAST = ["--workers", "0", "-q"]
-
-
-def invoke(args):
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
+from .inputs import FAST, distinct_pages, invoke
 
 
 def _docs(root):
-    docs = root / "docs"
-    docs.mkdir()
-    for i in range(3):
-        Image.new("RGB", (12, 12), (i * 60, 0, 0)).save(docs / f"p{i}.png")
-    (docs / "broken.png").write_bytes(b"")
-    return docs
+    return distinct_pages(root / "docs", 3, broken=("broken.png",))
 
 
 def _manifest(out):

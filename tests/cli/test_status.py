@@ -8,20 +8,11 @@ from PIL import Image
 from mova_cli.main import cli
 
 from . import stub_engine
-
-FAST = ["--workers", "0", "-q"]
-
-
-def invoke(args):
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
+from .inputs import FAST, distinct_pages, invoke
 
 
 def _pages(root, count: int):
-    docs = root / "docs"
-    docs.mkdir()
-    for i in range(count):
-        Image.new("RGB", (12, 12), (i * 40, 9, 9)).save(docs / f"p{i}.png")
-    return docs
+    return distinct_pages(root / "docs", count)
 
 
 def test_counts_ok_and_failures_by_reason(tmp_path, monkeypatch):
