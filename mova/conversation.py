@@ -20,23 +20,34 @@ class ConversationTemplate:
 
     Attributes:
         name: registry key (``MoVAConfig.conv_template``).
-        system: the system block, including its header and any leading BOS text.
+        system_header: the system block's header, including any leading BOS text.
+        system_message: the default system text, which a user's system prompt replaces.
         roles: role key (``"user"``, ``"assistant"``) -> role header text.
         sep: the text closing every finished block.
     """
 
     name: str
-    system: str
+    system_header: str
+    system_message: str
     roles: dict[str, str]
     sep: str
 
-    def render(self, messages: Sequence[tuple[str, str | None]]) -> str:
+    @property
+    def system(self) -> str:
+        """The default system block (header and text)."""
+        return self.system_header + self.system_message
+
+    def render(self, messages: Sequence[tuple[str, str | None]], *, system: str | None = None) -> str:
         """Join ``(role, message)`` turns into the prompt text.
+
+        Args:
+            messages: ``(role, message)`` turns; ``None`` leaves a turn open.
+            system: the system text in place of ``system_message`` (None: the template's own).
 
         Raises:
             ConfigError: a role is not one of this template's roles.
         """
-        parts = [self.system, self.sep]
+        parts = [self.system_header, self.system_message if system is None else system, self.sep]
         for role, message in messages:
             if role not in self.roles:
                 raise ConfigError(f"template {self.name!r} has no role {role!r}; known: {', '.join(self.roles)}")
@@ -51,8 +62,8 @@ MOVA_LLAMA3 = ConversationTemplate(
     name="mova_llama3",
     # NOTE: the template text itself starts with <|begin_of_text|>, and the Llama-3 tokenizer adds
     # another one; upstream feeds both (double BOS, spec 2.3), so it stays in the text.
-    system=(
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    system_header="<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n",
+    system_message=(
         "You are a helpful language and vision assistant. You are able to understand the visual content that "
         "the user provides, and assist the user with a variety of tasks using natural language."
     ),
@@ -78,7 +89,7 @@ def get_template(name: str) -> ConversationTemplate:
         raise ConfigError(f"unknown conversation template {name!r}; known: {', '.join(TEMPLATES)}") from None
 
 
-def build_prompt(question: str, template: str = "mova_llama3") -> str:
+def build_prompt(question: str, template: str = "mova_llama3", *, system: str | None = None) -> str:
     """The single-turn prompt for ``question`` about one image, ready for the assistant to answer.
 
     The user message is ``"<image>\\n" + question`` (upstream ``mm_use_im_start_end=False``); the
@@ -87,6 +98,7 @@ def build_prompt(question: str, template: str = "mova_llama3") -> str:
     Args:
         question: the user's question (for the routing pass: ``ROUTING_PROMPT + question``).
         template: a key of :data:`TEMPLATES`.
+        system: the system text in place of the template's (None: the template's, byte for byte).
 
     Returns:
         The prompt text with exactly one ``<image>`` placeholder.
@@ -100,8 +112,10 @@ def build_prompt(question: str, template: str = "mova_llama3") -> str:
             f"the question contains {IMAGE_TOKEN!r}, which would add a second image placeholder; "
             "remove it (the prompt adds the one placeholder itself)"
         )
+    if system is not None and IMAGE_TOKEN in system:
+        raise InputError(f"the system prompt contains {IMAGE_TOKEN!r}; a prompt holds one image placeholder only")
     conversation = get_template(template)
-    return conversation.render([("user", f"{IMAGE_TOKEN}\n{question}"), ("assistant", None)])
+    return conversation.render([("user", f"{IMAGE_TOKEN}\n{question}"), ("assistant", None)], system=system)
 
 
 __all__ = ["ConversationTemplate", "MOVA_LLAMA3", "TEMPLATES", "build_prompt", "get_template"]

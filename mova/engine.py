@@ -43,6 +43,8 @@ class Request:
         image_key: content hash of the page; requests with the same key share cached features.
         image: a loader of the RGB page, or the image itself; called at most once per batch.
         prompt: the user's question (the ``<image>`` placeholder is added by the template).
+        system: the answer pass's system text in place of the template's (None: the template's);
+            the routing pass always uses the template's, as upstream.
         experts: None = let the router choose; a tuple forces those experts (empty = none).
         route_only: stop after the routing pass.
         pixel_values: preprocessed tensors already computed (by preprocess key), e.g. by workers.
@@ -52,6 +54,7 @@ class Request:
     image_key: str
     image: Image.Image | Callable[[], Image.Image]
     prompt: str
+    system: str | None = None
     experts: tuple[str, ...] | None = None
     route_only: bool = False
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -365,7 +368,7 @@ class Engine:
         plain_pages = Counter(item.request.image_key for item in items if not item.decision.experts)
         prompt = splice_image_features(
             self.model.language_model,
-            [self.processor.answer_ids(i.request.prompt) for i in items],
+            [self.processor.answer_ids(i.request.prompt, system=i.request.system) for i in items],
             torch.stack(image_features),
             prefix_groups=[
                 ("page", item.request.image_key)

@@ -66,10 +66,14 @@ class MoVAProcessor:
         return {key: self._preprocessors[key](image) for key in keys}
 
     # --- text ------------------------------------------------------------------------------------------
-    def answer_ids(self, question: str) -> list[int]:
-        return tokenize_with_image(build_prompt(question, self.config.conv_template), self.tokenizer, IMAGE_TOKEN_INDEX)
+    def answer_ids(self, question: str, *, system: str | None = None) -> list[int]:
+        """The answer prompt's ids; ``system`` replaces the template's system text (None keeps it)."""
+        prompt = build_prompt(question, self.config.conv_template, system=system)
+        return tokenize_with_image(prompt, self.tokenizer, IMAGE_TOKEN_INDEX)
 
     def routing_ids(self, question: str) -> list[int]:
+        """The routing prompt's ids. NOTE: always the template's own system text, as upstream routes (the
+        router was trained on that prompt); a user's system prompt only reaches the answer pass."""
         routed = build_routing_question(question, self.config.enabled_experts)
         return tokenize_with_image(build_prompt(routed, self.config.conv_template), self.tokenizer, IMAGE_TOKEN_INDEX)
 

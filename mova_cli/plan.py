@@ -83,7 +83,7 @@ def parse_pages(text: str) -> PageSelection:
 
 # --- prompts ------------------------------------------------------------------------------------
 
-NATIVE_KEYS = ("id", "prompt", "file", "pages")
+NATIVE_KEYS = ("id", "prompt", "file", "pages", "system")
 REFERENCE_KEYS = ("question_id", "image", "text")
 
 
@@ -98,6 +98,7 @@ class PromptSpec:
         file_path: ``file`` resolved against the image folder (or the working directory), absolute.
         pages: the pages of that input (or of every input) it applies to; None = all selected.
         line: 1-based line of the prompts file it came from (None for ``-p``).
+        system: the answer pass's system text (``-s`` or the line's ``system``); None: the template's.
     """
 
     id: str
@@ -106,6 +107,7 @@ class PromptSpec:
     file_path: str | None = None
     pages: PageSelection | None = None
     line: int | None = None
+    system: str | None = None
 
     def names(self, unit: Any) -> bool:
         """Whether ``file`` names this unit: its absolute path, or a trailing part of its relative path
@@ -134,9 +136,9 @@ class PromptProblem:
         return "sha256:" + hashlib.sha256(f"prompt-line\n{self.line}\n{self.raw}".encode()).hexdigest()
 
 
-def prompts_from_options(texts: Sequence[str]) -> list[PromptSpec]:
-    """``-p`` prompts, numbered ``p1``, ``p2`` ... in the order given."""
-    return [PromptSpec(id=f"p{i}", text=text) for i, text in enumerate(texts, start=1)]
+def prompts_from_options(texts: Sequence[str], *, system: str | None = None) -> list[PromptSpec]:
+    """``-p`` prompts, numbered ``p1``, ``p2`` ... in the order given, with the ``-s`` system text."""
+    return [PromptSpec(id=f"p{i}", text=text, system=system) for i, text in enumerate(texts, start=1)]
 
 
 def _resolve_file(name: str, image_folder: str | None) -> str:
@@ -146,8 +148,11 @@ def _resolve_file(name: str, image_folder: str | None) -> str:
     return str(path.absolute())
 
 
-def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None) -> PromptSpec:
-    """One JSONL object -> PromptSpec; raises ValueError with a message fit for the user."""
+def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None, system: str | None) -> PromptSpec:
+    """One JSONL object -> PromptSpec; raises ValueError with a message fit for the user.
+
+    ``system`` (``-s``) applies unless the line has its own ``system`` key (``null``: the template's).
+    """
     if "question_id" in obj or ("text" in obj and "prompt" not in obj):
         # The reference's question files: {"question_id", "image", "text", ...}; extra keys are ignored.
         missing = [key for key in ("question_id", "text") if key not in obj]
@@ -167,6 +172,9 @@ def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None
         raise ValueError("the prompt must be a non-empty string")
     if file is not None and (not isinstance(file, str) or not file):
         raise ValueError("file must be a non-empty string")
+    system = obj.get("system", system)
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"system must be a string or null, got {type(system).__name__}")
     selection = None
     if pages is not None:
         if isinstance(pages, int) and not isinstance(pages, bool):
@@ -183,13 +191,17 @@ def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None
         file_path=None if file is None else _resolve_file(file, image_folder),
         pages=selection,
         line=line,
+        system=system,
     )
 
 
-def load_prompts(path: str | Path, *, image_folder: str | None = None) -> tuple[list[PromptSpec], list[PromptProblem]]:
+def load_prompts(
+    path: str | Path, *, image_folder: str | None = None, system: str | None = None
+) -> tuple[list[PromptSpec], list[PromptProblem]]:
     """Read a prompts JSONL file: our format or the reference's question format, line by line.
 
-    Our format: ``{"id", "prompt", "file"?, "pages"?}``; no ``file`` means every PATH input. The
+    Our format: ``{"id", "prompt", "file"?, "pages"?, "system"?}``; no ``file`` means every PATH input,
+    no ``system`` means the ``system`` given here (``-s``). The
     reference's: ``{"question_id", "image", "text"}`` with ``image`` relative to ``image_folder``
     (relative ``file`` values are resolved against it too, else against the working directory).
     Blank lines are skipped; every other unusable line becomes a ``PromptProblem`` naming its line.
@@ -214,7 +226,7 @@ def load_prompts(path: str | Path, *, image_folder: str | None = None) -> tuple[
                 raise ValueError(f"not valid JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            prompt = _prompt_from_object(obj, number, image_folder)
+            prompt = _prompt_from_object(obj, number, image_folder, system)
             if prompt.id in seen:
                 raise ValueError(f"duplicate id {prompt.id!r} (first used on line {seen[prompt.id]})")
         except ValueError as exc:
@@ -263,9 +275,12 @@ class RunParams:
         }
 
 
-def job_id(unit_hash: str, prompt_text: str, params: RunParams) -> str:
-    """``sha256:<hex>`` over the unit's content hash, the prompt text and the run parameters."""
+def job_id(unit_hash: str, prompt_text: str, params: RunParams, *, system: str | None = None) -> str:
+    """``sha256:<hex>`` over the unit's content hash, the prompt text (and system text, when one is
+    given: ids of runs without one stay as they were) and the run parameters."""
     payload = {"unit": unit_hash, "prompt": prompt_text, **params.hash_fields()}
+    if system is not None:
+        payload["system"] = system
     return "sha256:" + hashlib.sha256(jsonl.dumps(payload)).hexdigest()
 
 
@@ -361,11 +376,11 @@ def build_jobs(
 
 def _job_id_for(unit: Any, prompt: PromptSpec, params: RunParams) -> str:
     if unit.content_hash is not None:
-        return job_id(unit.content_hash, prompt.text, params)
+        return job_id(unit.content_hash, prompt.text, params, system=prompt.system)
     # A broken input has no content hash: its identity is where it is and why it failed.
     error = unit.error
     where = "\0".join(map(str, (Path(unit.path).absolute(), unit.page, error.stage, error.type)))
-    return job_id("error:" + hashlib.sha256(where.encode()).hexdigest(), prompt.text, params)
+    return job_id("error:" + hashlib.sha256(where.encode()).hexdigest(), prompt.text, params, system=prompt.system)
 
 
 def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retry_failed: bool) -> Plan:

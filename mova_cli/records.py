@@ -107,7 +107,7 @@ def _render(job: Job, size: tuple[int, int] | None) -> dict[str, Any]:
 def _prompt(job: Job) -> dict[str, Any]:
     if job.prompt is None:
         return {"id": None, "text": None, "system": None}
-    return {"id": job.prompt.id, "text": job.prompt.text, "system": None}
+    return {"id": job.prompt.id, "text": job.prompt.text, "system": job.prompt.system}
 
 
 def _gen(params: RunParams) -> dict[str, Any]:

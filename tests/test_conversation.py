@@ -50,3 +50,19 @@ def test_render_follows_the_mpt_building_rule():
 def test_render_rejects_unknown_role():
     with pytest.raises(ConfigError, match="'system'.*known: user, assistant"):
         MOVA_LLAMA3.render([("system", "x")])
+
+
+def test_system_text_replaces_only_the_templates_system_message():
+    question = "What is the title of this chart?"
+    prompt = build_prompt(question, system="Answer in French.")
+    header = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    assert prompt == GOLDEN_ANSWER_PROMPT.replace(MOVA_LLAMA3.system_message, "Answer in French.")
+    assert prompt.startswith(header + "Answer in French.<|eot_id|>")
+    assert build_prompt(question, system=None) == GOLDEN_ANSWER_PROMPT
+    assert MOVA_LLAMA3.system == header + MOVA_LLAMA3.system_message
+    assert build_prompt(question, system="").startswith(header + "<|eot_id|><|start_header_id|>user")
+
+
+def test_system_text_with_a_placeholder_is_rejected():
+    with pytest.raises(InputError, match="system prompt"):
+        build_prompt("What is this?", system="Look at <image> closely.")

@@ -141,10 +141,10 @@ def test_a_failure_inside_a_batched_stage_is_isolated_by_splitting(loaded, monke
     processor = loaded.processor
     original = processor.answer_ids
 
-    def answer_ids(question):
+    def answer_ids(question, **options):
         if question == QUESTIONS[2]:
             raise RuntimeError("tokenizer exploded")
-        return original(question)
+        return original(question, **options)
 
     monkeypatch.setattr(processor, "answer_ids", answer_ids)
     results = _summary(Engine(loaded, batch_size=8).run(_requests(_forced)))
@@ -180,3 +180,23 @@ def test_every_pil_mode_reaches_an_answer(loaded, mode):
     )
     (result,) = Engine(loaded).run([request])
     assert result.error is None and result.answer is not None
+
+
+def test_system_text_changes_the_answer_prompt_and_never_the_routing(loaded):
+    system = "You read invoices and answer with numbers only."
+    plain = list(Engine(loaded, batch_size=4).run(_requests()))
+    requests = _requests()
+    for request in requests[::2]:
+        request.system = system
+    mixed = list(Engine(loaded, batch_size=4).run(requests))
+    default_ids = loaded.processor.answer_ids(QUESTIONS[0])
+    assert loaded.processor.answer_ids(QUESTIONS[0], system=system) != default_ids
+    for i, (before, after) in enumerate(zip(plain, mixed, strict=True)):
+        assert after.routing == before.routing and after.router_tokens == before.router_tokens
+        if i % 2:
+            assert _summary([after]) == _summary([before])
+        else:
+            assert after.prompt_tokens != before.prompt_tokens
+    # In a batch with and without system texts, each request decodes what it decodes alone.
+    alone = [next(Engine(loaded, batch_size=1).run([request])) for request in requests]
+    assert _summary(alone) == _summary(mixed)

@@ -171,8 +171,15 @@ class _DeferredPreprocess:
     "--prompts",
     "prompts_file",
     type=click.Path(exists=True, dir_okay=False),
-    help='JSONL of prompts: {"id", "prompt", "file"?, "pages"?} per line (no "file": every input), or the '
-    'reference\'s {"question_id", "image", "text"}.',
+    help='JSONL of prompts: {"id", "prompt", "file"?, "pages"?, "system"?} per line (no "file": every input), or '
+    'the reference\'s {"question_id", "image", "text"}.',
+)
+@click.option(
+    "-s",
+    "--system",
+    default=None,
+    help="System prompt of the answer pass, in place of the template's (a prompts line's \"system\" key wins; "
+    "routing keeps the reference's). Recorded in prompt.system.",
 )
 @click.option(
     "--image-folder",
@@ -507,10 +514,12 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         raise click.UsageError("--compact is a fixed set of --fields: use one of them")
     if options["top_p"] is not None and options["temperature"] == 0:
         logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
-    prompts = prompts_from_options(_prompt_texts(options))
+    prompts = prompts_from_options(_prompt_texts(options), system=options["system"])
     problems: list[Any] = []
     if options["prompts_file"]:
-        file_prompts, problems = load_prompts(options["prompts_file"], image_folder=options["image_folder"])
+        file_prompts, problems = load_prompts(
+            options["prompts_file"], image_folder=options["image_folder"], system=options["system"]
+        )
         prompts += file_prompts
     if not prompts and not problems:
         raise click.UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
@@ -854,6 +863,7 @@ def _execute(
                         image_key=job.unit.content_hash,
                         image=fetched.image,
                         prompt=job.prompt.text,
+                        system=job.prompt.system,
                         experts=run.experts.forced,
                         route_only=run.params.route_only,
                         generation=generation,

@@ -21,6 +21,7 @@ class StubRequest:
     image_key: str
     image: Any
     prompt: str
+    system: str | None = None
     experts: tuple[str, ...] | None = None
     route_only: bool = False
     generation: dict[str, Any] = field(default_factory=dict)
