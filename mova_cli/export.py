@@ -1,6 +1,11 @@
-"""Render ``mova.answer/1`` records as a table for people: CSV (spreadsheets), Markdown, or one JSON array.
+"""Render ``mova.answer/1`` records for people: CSV (spreadsheets), Markdown, one JSON array, or plain text.
 
 JSONL stays the canonical output (resume, merge and status read it); these are views of it.
+
+Plain text is one line per record, so line N is item N (``wc -l``, ``paste``, ``| less``): the answer
+with its newlines written as ``\\n`` (and backslashes doubled, so the line reads back exactly); an
+error record as ``ERROR stage/type: message``; a ``--route-only`` record as ``experts: a,b`` (or
+``experts: none``).
 """
 
 import csv
@@ -10,7 +15,8 @@ from typing import Any
 
 import orjson
 
-FORMATS = ("csv", "md", "json")
+FORMATS = ("csv", "md", "json", "text")
+ERROR_PREFIX = "ERROR "
 COLUMNS = ("id", "path", "page", "prompt_id", "prompt", "status", "answer", "experts", "router_text", "error")
 
 
@@ -39,6 +45,20 @@ def _markdown_cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _text_line(record: dict[str, Any]) -> str:
+    """One record as one line of plain text (see the module docstring)."""
+    if record.get("status") != "ok":
+        error = record.get("error") or {}
+        return _one_line(f"{ERROR_PREFIX}{error.get('stage')}/{error.get('type')}: {error.get('message')}")
+    if record.get("answer") is None and record.get("experts") is not None:
+        return "experts: " + (",".join(record["experts"].get("chosen") or []) or "none")
+    return _one_line(record.get("answer") or "")
+
+
 def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
     """All ``records`` in ``fmt`` (one of ``FORMATS``)."""
     if fmt == "json":
@@ -55,7 +75,9 @@ def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |" for row in rows]
         return ("\n".join(lines) + "\n").encode()
+    if fmt == "text":
+        return "".join(_text_line(record) + "\n" for record in records).encode()
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-__all__ = ["COLUMNS", "FORMATS", "render"]
+__all__ = ["COLUMNS", "ERROR_PREFIX", "FORMATS", "render"]

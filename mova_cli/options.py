@@ -513,11 +513,12 @@ def output_options(fn: Callable) -> Callable:
             ),
             click.option(
                 "--format",
-                type=click.Choice(["jsonl", "json", "md", "csv"]),
+                type=click.Choice(["jsonl", "json", "md", "csv", "text"]),
                 default="jsonl",
                 show_default=True,
-                help="jsonl streams records; json (one array), md (a table) and csv are rendered on stdout at "
-                "the end (for -o files use `mova export`).",
+                help="jsonl streams records; json (one array), md (a table), csv and text (one line per item: the "
+                "answer with newlines as \\n, or 'ERROR stage/type: message') are rendered on stdout at the end "
+                "(for -o files use `mova export`).",
             ),
             click.option(
                 "--fields",

@@ -14,11 +14,12 @@ from ..options import verbosity_options
     "-f",
     "--format",
     "fmt",
-    type=click.Choice(["csv", "md", "json"]),
+    type=click.Choice(["csv", "md", "json", "text"]),
     default="csv",
     show_default=True,
     help="csv: one row per record (path, page, prompt, status, answer, experts, error, ...); md: a table; "
-    "json: the records as one array.",
+    "json: the records as one array; text: one line per record (the answer, newlines as \\n; errors as "
+    "'ERROR stage/type: message').",
 )
 @click.option(
     "-o", "--to", "target", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="Where to write."

@@ -1,4 +1,4 @@
-"""`mova export` and `mova ask --format`: the records as CSV, Markdown or one JSON array."""
+"""`mova export` and `mova ask --format`: the records as CSV, Markdown, one JSON array or plain text."""
 
 import csv
 import io
@@ -81,3 +81,33 @@ def test_export_of_something_else_is_a_setup_error(tmp_path):
     other.write_text('{"id": "a", "prompt": "q"}\n')
     result = CliRunner().invoke(cli, ["export", str(other)])
     assert result.exit_code == 3 and "not a mova output file" in result.stderr
+
+
+def test_text_is_one_line_per_record_answers_errors_and_routes(tmp_path):
+    out, records = _output(tmp_path)
+    with out.open("a") as handle:
+        handle.write(json.dumps(_record("d", "ok", answer=None, experts={"chosen": []})) + "\n")
+        handle.write(json.dumps(_record("e", "ok", answer="back\\slash", experts={"chosen": ["deplot"]})) + "\n")
+    result = CliRunner().invoke(cli, ["export", str(out), "-f", "text"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("\n") == [
+        TRICKY.replace("\n", "\\n"),
+        "ERROR read/t: m",
+        "compact record: no source",
+        "experts: none",
+        "back\\\\slash",
+        "",
+    ]
+
+
+def test_ask_format_text_prints_one_answer_per_item(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    for i in range(2):
+        Image.new("RGB", (12, 12), (i * 90, 0, 0)).save(tmp_path / f"p{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"")
+    args = ["ask", str(tmp_path), "-p", "q", "--workers", "0", "-q", "--format", "text"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("ERROR read/")
+    assert all(line.startswith("stub ") for line in lines[1:])
