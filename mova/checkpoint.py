@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import CONFIG_FILE, MoVAConfig
+from .constants import DTYPE_NAMES, canonical_dtype
 from .errors import CheckpointError, ConfigError
 from .experts import EXPERTS
 from .key_mapping import KeyMapper, KeyRule
@@ -31,17 +32,14 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 # release builds them from hub ids, so a config without this key means the mova-8b ones).
 SUB_CONFIGS_KEY = "mova_sub_configs"
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-    name = aliases.get(dtype, dtype)
-    if name not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    name = canonical_dtype(dtype)
+    if name not in DTYPE_NAMES:
+        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 # --- the one rename table -------------------------------------------------------------------------

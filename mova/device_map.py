@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .constants import DEVICE_MAP_STRATEGIES
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "balanced", "sequential")
 # NOTE: modules that read their children's weights directly (F.linear on q_proj.weight, kept for
 # parity with upstream's fused bias): offloaded, they must load all their weights before forward.
 PRELOAD_MODULE_CLASSES = ["RopeAttention"]
@@ -56,8 +56,8 @@ def plan_device_map(
     from accelerate import infer_auto_device_map
     from accelerate.utils import get_balanced_memory
 
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown device-map strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if strategy not in DEVICE_MAP_STRATEGIES:
+        raise ConfigError(f"unknown device-map strategy {strategy!r}; known: {', '.join(DEVICE_MAP_STRATEGIES)}")
     no_split = no_split_module_classes(model)
     if strategy in ("auto", "balanced") and torch.cuda.device_count() > 1:
         max_memory = get_balanced_memory(model, max_memory, no_split_module_classes=no_split, dtype=dtype)
@@ -155,7 +155,6 @@ def execution_device(module: nn.Module) -> torch.device:
 
 __all__ = [
     "RESIDENT_MODULES",
-    "STRATEGIES",
     "device_for",
     "dispatch",
     "execution_device",

@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import load_state, parse_dtype, read_config, save_state
 from .config import MoVAConfig
+from .constants import RANDOM_PRESETS, TINY_RANDOM, hub_offline
 from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
 from .errors import CheckpointError
 from .modeling import MoVAModel
@@ -23,9 +24,6 @@ from .tokenization import (
 
 logger = logging.getLogger(__name__)
 
-TINY_RANDOM = "tiny-random"
-RANDOM_PRESETS = (TINY_RANDOM, "small-random")  # built in-process with random weights, no files
-DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
 TEXT_TOKENIZER_DIR = "text_tokenizer"  # where our checkpoints keep the BERT vocabulary
 # Files of the hub repo that inference needs; its experts/ folder only serves upstream's constructor.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "text_tokenizer/*"]
@@ -145,7 +143,7 @@ def resolve_checkpoint(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     try:
         path = snapshot_download(
             spec,
@@ -288,8 +286,6 @@ def _dispatched(model: MoVAModel, plan: dict[str, str | int], offload_dir) -> Mo
 
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "TINY_RANDOM",
     "FetchedCheckpoint",
     "LoadedModel",
     "build_tiny",

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
+from mova.constants import DEFAULT_MODEL, DEVICE_MAP_STRATEGIES, DTYPE_ALIASES, DTYPE_NAMES, RANDOM_PRESETS
+
 from .plan import PageSelection, Shard, parse_pages
 
-DEFAULT_MODEL = "zongzhuofan/llama3-mova-8b"
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES, *DTYPE_ALIASES)
 ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
-DEVICE_MAP_CHOICES = ("auto", "balanced", "sequential")  # mova.device_map.STRATEGIES (not imported: torch)
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
 _UNITS = {
     "b": 1,
@@ -266,8 +266,9 @@ def model_options(fn: Callable) -> Callable:
                 show_default=True,
                 envvar="MOVA_MODEL",
                 show_envvar=True,
-                help="Hugging Face hub id, a local checkpoint directory, or 'tiny-random' "
-                "(a built-in random model for offline demos and tests: its answers are random text).",
+                help="Hugging Face hub id, a local checkpoint directory, or a built-in random model ("
+                + ", ".join(RANDOM_PRESETS)
+                + ") for offline demos, tests and benchmarks: its answers are random text.",
             ),
             click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model."),
             click.option("--cache-dir", type=click.Path(file_okay=False), help="Hugging Face cache directory."),
@@ -311,7 +312,7 @@ def placement_options(fn: Callable) -> Callable:
         [
             click.option(
                 "--device-map",
-                type=click.Choice(DEVICE_MAP_CHOICES),
+                type=click.Choice(DEVICE_MAP_STRATEGIES),
                 default=None,
                 help="Split the model over the GPUs (then CPU memory, then disk) for a model larger than one "
                 "GPU: auto and balanced spread the blocks evenly, sequential fills GPU 0 first. --device is "
@@ -561,7 +562,6 @@ def output_options(fn: Callable) -> Callable:
 
 
 __all__ = [
-    "DEFAULT_MODEL",
     "EXPERT_LIST",
     "GPUS",
     "MAX_MEMORY",

@@ -124,3 +124,9 @@ def test_tiny_released_config_round_trips_through_the_llava_fields():
         tiny.adapter,
     )
     assert "mova_sub_configs" not in released_config(MoVAConfig.from_name("mova-8b"))
+
+
+def test_random_presets_named_in_constants_are_presets():
+    from mova.constants import RANDOM_PRESETS
+
+    assert set(RANDOM_PRESETS) <= set(PRESETS) and "mova-8b" not in RANDOM_PRESETS

@@ -13,14 +13,17 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
+
+from mova.constants import RANDOM_PRESETS, canonical_dtype, hub_offline
+from mova.requests import GenerationConfig, Request, Result
 
 from ..options import (
     ExpertChoice,
@@ -35,9 +38,10 @@ from ..options import (
     verbosity_options,
 )
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ..records import ModelInfo
 
-TINY_RANDOM = "tiny-random"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,15 @@ class ModelSettings:
     def model_id(self) -> str:
         """The model's identity in records and ids: a local directory by its absolute path."""
         local = Path(self.spec).expanduser()
-        return str(local.resolve()) if self.spec != TINY_RANDOM and local.is_dir() else self.spec
+        return str(local.resolve()) if self.spec not in RANDOM_PRESETS and local.is_dir() else self.spec
+
+
+class AnswerEngine(Protocol):
+    """What the CLI needs of an engine: ``mova.Engine``, or a test stub built on the same types."""
+
+    def run(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """One result per request (carrying the request's ``tag``), streamed as batches finish."""
+        ...
 
 
 @dataclass
@@ -68,17 +80,14 @@ class ModelSession:
     """A loaded model behind the seam.
 
     Attributes:
-        engine: has ``run(requests) -> Iterator[result]`` (results carry the request's ``tag``).
-        make_request: builds one engine request from keyword arguments (the fields of ``mova.Request``,
-            with ``generation`` as a dict).
-        info: the model's description for records (``records.ModelInfo``).
+        engine: answers the requests.
+        info: the model's description for records.
         preprocess: ``image -> pixel_values`` computed ahead of the model by the prefetch threads
             (the base encoder's input; the routed experts' inputs are made by the engine); None: none.
     """
 
-    engine: Any
-    make_request: Callable[..., Any]
-    info: Any
+    engine: AnswerEngine
+    info: "ModelInfo"
     preprocess: Callable[[Any], dict[str, Any]] | None = None
 
 
@@ -100,8 +109,8 @@ def open_model(settings: ModelSettings) -> ModelSession:
     dtype = settings.dtype
     if dtype == "auto":
         dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
-    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
-    offline = settings.offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    dtype = canonical_dtype(dtype)
+    offline = settings.offline or hub_offline()
     where = f"device map {settings.device_map}" if settings.device_map else device
     logger.info("loading %s on %s (%s)", settings.spec, where, dtype)
     loaded = mova.load_model(
@@ -118,14 +127,11 @@ def open_model(settings: ModelSettings) -> ModelSession:
     )
     engine = mova.Engine(loaded, batch_size=settings.batch_size)
 
-    def make_request(*, generation: dict[str, Any], **fields: Any) -> Any:
-        return mova.Request(generation=mova.GenerationConfig(**generation), **fields)
-
     def preprocess(image: Any) -> dict[str, Any]:
         return loaded.processor.preprocess(image, [mova.experts.BASE_PREPROCESS_KEY])
 
     info = ModelInfo(id=settings.model_id, revision=loaded.revision, dtype=dtype)
-    return ModelSession(engine=engine, make_request=make_request, info=info, preprocess=preprocess)
+    return ModelSession(engine=engine, info=info, preprocess=preprocess)
 
 
 def _mova_version() -> str:
@@ -818,12 +824,12 @@ def _execute(
     run.model_info = info
     run_info = RunInfo(run_id=run.run_id, rank=run.world.rank, world_size=run.world.world_size)
     context = RecordContext(params=run.params, model=info, run=run_info, mova_version=_mova_version())
-    generation = {
-        "max_new_tokens": run.params.max_new_tokens,
-        "temperature": run.params.temperature,
-        "top_p": run.params.top_p,
-        "seed": run.params.seed,
-    }
+    generation = GenerationConfig(
+        max_new_tokens=run.params.max_new_tokens,
+        temperature=run.params.temperature,
+        top_p=run.params.top_p,
+        seed=run.params.seed,
+    )
 
     total = len(run.plan.jobs)
     with jsonl.JsonlWriter(target, overwrite=run.overwrite) as writer, progress_bar(total, quiet=not show_bar) as bar:
@@ -859,7 +865,7 @@ def _execute(
                     continue
                 for job in jobs:
                     fetched_by_job[job.id] = fetched
-                    yield session.make_request(
+                    yield Request(
                         image_key=job.unit.content_hash,
                         image=fetched.image,
                         prompt=job.prompt.text,

@@ -21,7 +21,8 @@ def download(model: str, revision: str | None, cache_dir: str | None) -> None:
       mova download zongzhuofan/llama3-mova-8b
       HF_HOME=/shared/hf mova download zongzhuofan/llama3-mova-8b --revision main
     """
-    from mova.pretrained import RANDOM_PRESETS, fetch_checkpoint
+    from mova.constants import RANDOM_PRESETS
+    from mova.pretrained import fetch_checkpoint
 
     if model in RANDOM_PRESETS:
         click.echo(f"mova: {model} is built in (random weights): nothing to download", err=True)

@@ -1,60 +1,23 @@
 """A stand-in for the model behind `mova ask`'s one seam (`commands.ask.open_model`), llm's MockModel idea.
 
 It answers instantly and deterministically from the page's content hash and the prompt, so tests of
-CLI logic (records, resume, exit codes, interruption) run without torch. `stub_cli.py` runs the real
+CLI logic (records, resume, exit codes, interruption) run without a model. It takes and returns the
+library's own ``mova.requests`` types, as ``mova.Engine`` does. `stub_cli.py` runs the real
 `mova` command with this stub in a subprocess.
 """
 
 import hashlib
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator
 
+from mova.config import MoVAConfig
+from mova.requests import ErrorInfo, Request, Result, RoutingDecision
+from mova.routing import LETTERS
 from mova_cli.commands import ask as ask_command
 from mova_cli.records import ModelInfo
 
-NAMES = ("dinov2", "vary_sam_b", "codetr", "pix2struct", "deplot", "biomedclip", "sam_h")
-
-
-@dataclass
-class StubRequest:
-    image_key: str
-    image: Any
-    prompt: str
-    system: str | None = None
-    experts: tuple[str, ...] | None = None
-    route_only: bool = False
-    generation: dict[str, Any] = field(default_factory=dict)
-    pixel_values: dict[str, Any] = field(default_factory=dict)
-    tag: Any = None
-
-
-@dataclass(frozen=True)
-class StubDecision:
-    experts: tuple[str, ...]
-    letters: tuple[str, ...]
-    raw_text: str
-    forced: bool = False
-
-
-@dataclass(frozen=True)
-class StubError:
-    stage: str
-    type: str
-    message: str
-
-
-@dataclass
-class StubResult:
-    tag: Any
-    routing: StubDecision | None = None
-    answer: str | None = None
-    prompt_tokens: int = 0
-    router_tokens: int = 0
-    answer_tokens: int = 0
-    gate_weights: Any = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    error: StubError | None = None
+# The stub stands in for the tiny-random model: its enabled experts, in router-letter order.
+NAMES = tuple(MoVAConfig.from_name("tiny-random").enabled_experts)
 
 
 def stub_answer(image_key: str, prompt: str) -> str:
@@ -65,7 +28,8 @@ def stub_answer(image_key: str, prompt: str) -> str:
 def stub_choice(image_key: str) -> tuple[str, ...]:
     """The stub router's choice: two experts picked by the page hash."""
     index = int(hashlib.sha256(image_key.encode()).hexdigest(), 16)
-    return tuple(sorted({NAMES[index % 7], NAMES[(index // 7) % 7]}, key=NAMES.index))
+    count = len(NAMES)
+    return tuple(sorted({NAMES[index % count], NAMES[(index // count) % count]}, key=NAMES.index))
 
 
 class StubEngine:
@@ -85,23 +49,23 @@ class StubEngine:
         self.delay = delay
         self.interrupt_after = interrupt_after
         self.fail_marker = fail_marker
-        self.requests: list[StubRequest] = []
+        self.requests: list[Request] = []
         self.served = 0
 
-    def _answer(self, request: StubRequest) -> StubResult:
+    def _answer(self, request: Request) -> Result:
         if self.delay:
             time.sleep(self.delay)
         assert request.image.size[0] > 0  # a decoded page reached the engine
         if self.fail_marker in request.prompt:
-            return StubResult(tag=request.tag, error=StubError("answer", "RuntimeError", "stub failure"))
+            return Result(tag=request.tag, error=ErrorInfo("answer", "RuntimeError", "stub failure"))
         if request.experts is None:
             chosen, raw, forced = stub_choice(request.image_key), None, False
         else:
             chosen, raw, forced = request.experts, "", True
-        letters = tuple("ABCDEFG"[NAMES.index(name)] for name in chosen)
-        decision = StubDecision(chosen, letters, raw if raw is not None else ", ".join(letters), forced)
+        letters = tuple(LETTERS[NAMES.index(name)] for name in chosen)
+        decision = RoutingDecision(chosen, letters, raw if raw is not None else ", ".join(letters), forced)
         answer = None if request.route_only else stub_answer(request.image_key, request.prompt)
-        return StubResult(
+        return Result(
             tag=request.tag,
             routing=decision,
             answer=answer,
@@ -111,7 +75,7 @@ class StubEngine:
             timings_ms={"route": 1.0, "answer": 2.0},
         )
 
-    def run(self, requests):
+    def run(self, requests: Iterable[Request]) -> Iterator[Result]:
         batch = []
         for request in requests:
             self.requests.append(request)
@@ -121,7 +85,7 @@ class StubEngine:
                 batch = []
         yield from self._flush(batch)
 
-    def _flush(self, batch):
+    def _flush(self, batch: list[Request]) -> Iterator[Result]:
         for request in batch:
             if self.interrupt_after is not None and self.served >= self.interrupt_after:
                 raise KeyboardInterrupt
@@ -137,7 +101,6 @@ def stub_opener(engine: StubEngine):
         engine.settings = settings
         return ask_command.ModelSession(
             engine=engine,
-            make_request=StubRequest,
             info=ModelInfo(id=settings.model_id, revision=settings.revision, dtype="float32"),
         )
 

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from mova.requests import GenerationConfig
 from mova_cli.main import cli
 
 from . import stub_engine
@@ -130,7 +131,7 @@ def test_options_reach_the_engine_and_the_records(tmp_path, monkeypatch):
     (record,) = parse_lines(result.stdout)
     request = engine.requests[0]
     assert request.experts == ("dinov2", "biomedclip", "sam_h")  # registry order, letters resolved
-    assert request.generation == {"max_new_tokens": 7, "temperature": 0.5, "top_p": 0.9, "seed": 3}
+    assert request.generation == GenerationConfig(max_new_tokens=7, temperature=0.5, top_p=0.9, seed=3)
     assert record["experts"] == {
         "chosen": ["dinov2", "biomedclip", "sam_h"],
         "letters": ["A", "F", "G"],
