@@ -17,7 +17,7 @@ from .errors import InputError
 from .experts import BASE_PREPROCESS_KEY, get_expert
 from .image_ops import to_rgb
 from .routing import build_routing_question
-from .tokenization import bert_text, tokenize_with_image
+from .tokenization import bert_text, decode_generated, tokenize_with_image
 
 
 def _base_preprocess(image: Image.Image, config: MoVAConfig) -> torch.Tensor:
@@ -89,7 +89,8 @@ class MoVAProcessor:
         return encoded["input_ids"], encoded["attention_mask"]
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
+        """Generated ids -> answer or routing text, written as the reference writes it."""
+        return decode_generated(self.tokenizer, token_ids)
 
 
 __all__ = ["MoVAProcessor"]

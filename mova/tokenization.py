@@ -1,11 +1,14 @@
-"""Tokenizers: the image-placeholder tokenization, the BERT question text, tiny and local loaders.
+"""Tokenizers: the image-placeholder tokenization, the BERT question text, decoding, tiny and local loaders.
 
 ``tokenize_with_image`` corresponds to LLaVA's ``tokenizer_image_token`` (upstream ``mova/mm_utils.py``)
 and ``bert_text`` to the text-encoder input built in upstream ``MoVAdapter`` from the eval scripts'
-question. The tiny tokenizers are built in-process (no hub, no files) for tests and the ``tiny-random``
-preset; their special tokens sit where the real ones do (Llama-3: at the end of the vocab).
+question; ``decode_generated`` writes generated ids as the reference's transformers 4.37 does. The
+tiny tokenizers are built in-process (no hub, no files) for tests and the ``tiny-random`` preset;
+their special tokens sit where the real ones do (Llama-3: at the end of the vocab).
 """
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -19,6 +22,22 @@ from .routing import ROUTING_INSTRUCTION
 BOS_TOKEN = "<|begin_of_text|>"
 EOT_TOKEN = "<|eot_id|>"
 _PLACEHOLDER_LINE = IMAGE_TOKEN + "\n"  # how the user message starts (see mova.conversation)
+
+# transformers 4.37's ``clean_up_tokenization`` replacements, in its order (" ' " goes before " 's").
+CLEAN_UP_REPLACEMENTS = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
+_CLEAN_UP_KEY = "clean_up_tokenization_spaces"  # the flag's name in tokenizer_config.json
+_CLEAN_UP_DEFAULT = True  # transformers 4.37's value when tokenizer_config.json does not name the flag
 
 # The head of Llama-3's special block (ids 128000..128009), in its order; the block is then filled up
 # with reserved tokens. Offsets inside the block match Llama-3 (e.g. <|eot_id|> is 9 after BOS).
@@ -134,13 +153,47 @@ def bert_text(question: str) -> str:
     return f"question 0: {question.replace(_PLACEHOLDER_LINE, '').lower()}\n\n"
 
 
+def decode_generated(tokenizer, token_ids: Sequence[int]) -> str:
+    """Generated ids -> the text the reference writes: ``decode(ids, skip_special_tokens=True).strip()``
+    under transformers 4.37 (spec 1), which cleans up tokenization spaces first when the tokenizer's
+    ``clean_up_tokenization_spaces`` is set (Llama-3's tokenizer_config.json sets it): " ." -> ".",
+    " ," -> ",", " 's" -> "'s", " n't" -> "n't", ... (:data:`CLEAN_UP_REPLACEMENTS`, in that order).
+
+    Every ids -> text path (answers, routing text) goes through here, via ``MoVAProcessor.decode``.
+    """
+    # NOTE: transformers 5.x ignores clean_up_tokenization_spaces for BPE tokenizers such as Llama-3's
+    # ("Ignoring clean_up_tokenization_spaces=True for BPE tokenizer") where 4.37 applied it, so its own
+    # clean-up is switched off and 4.37's rules run here, before the strip as in the reference.
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    if tokenizer.clean_up_tokenization_spaces:
+        for old, new in CLEAN_UP_REPLACEMENTS:
+            text = text.replace(old, new)
+    return text.strip()
+
+
+def _set_clean_up(tokenizer: PreTrainedTokenizerFast, flag: bool) -> None:
+    """Set the clean-up flag where ``decode_generated`` reads it and where ``save_pretrained`` writes it."""
+    tokenizer.clean_up_tokenization_spaces = flag
+    tokenizer.init_kwargs[_CLEAN_UP_KEY] = flag
+
+
+def _clean_up_flag(directory: Path) -> bool:
+    """The checkpoint's ``clean_up_tokenization_spaces`` from its tokenizer_config.json, as 4.37 reads it."""
+    path = directory / "tokenizer_config.json"
+    # from_pretrained has read this file already, so it exists only as valid JSON or not at all.
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    # NOTE: 5.x defaults an absent flag to False; 4.37 (the reference) defaulted it to True.
+    return bool(config.get(_CLEAN_UP_KEY, _CLEAN_UP_DEFAULT))
+
+
 def build_tiny_llama_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     """A small Llama-3-style tokenizer built in-process (byte-level BPE trained on a built-in corpus).
 
     Layout mirrors Llama-3: byte-level BPE ids first, then the special block at the end of the vocab
     (``<|begin_of_text|>`` first, ``<|eot_id|>`` 9 after it), padded with reserved special tokens so
     ``len(tokenizer) == vocab_size``. The post-processor prepends ``<|begin_of_text|>``; eos is
-    ``<|eot_id|>`` (upstream's builder fix); there is no pad token, as in the release.
+    ``<|eot_id|>`` (upstream's builder fix); there is no pad token, as in the release; tokenization
+    spaces are cleaned up on decoding, as Llama-3's tokenizer_config.json asks.
 
     Args:
         vocab_size: total number of ids, special tokens included (>= 272).
@@ -190,7 +243,9 @@ def build_tiny_llama_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFas
     )
     # NOTE: pad stays None, as in the release (builder sets pad = unk = None); batching code must choose
     # its own pad id and mask the padded positions.
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS_TOKEN, eos_token=EOT_TOKEN)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS_TOKEN, eos_token=EOT_TOKEN)
+    _set_clean_up(wrapped, True)
+    return wrapped
 
 
 def build_tiny_bert_tokenizer(vocab_size: int = 512) -> BertTokenizerFast:
@@ -226,7 +281,8 @@ def _local_dir(path: str | Path, what: str) -> Path:
 def load_llama_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load the LLM tokenizer saved in a local directory (``tokenizer.json`` + config), never from a hub.
 
-    eos is forced to ``<|eot_id|>`` and pad to the unk token, whatever the directory is called.
+    eos is forced to ``<|eot_id|>`` and pad to the unk token, whatever the directory is called; the
+    decoding clean-up flag is read from the directory's tokenizer_config.json (see ``decode_generated``).
 
     Raises:
         CheckpointError: missing directory, unreadable files, or no ``<|eot_id|>`` in the vocab.
@@ -242,6 +298,7 @@ def load_llama_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     # so generation stops on <|eot_id|> (128009) and pad is unk (None for Llama-3), as in the release.
     tokenizer.eos_token = EOT_TOKEN
     tokenizer.pad_token = tokenizer.unk_token
+    _set_clean_up(tokenizer, _clean_up_flag(directory))
     return tokenizer
 
 
@@ -260,10 +317,12 @@ def load_bert_tokenizer(path: str | Path) -> BertTokenizerFast:
 
 __all__ = [
     "BOS_TOKEN",
+    "CLEAN_UP_REPLACEMENTS",
     "EOT_TOKEN",
     "bert_text",
     "build_tiny_bert_tokenizer",
     "build_tiny_llama_tokenizer",
+    "decode_generated",
     "load_bert_tokenizer",
     "load_llama_tokenizer",
     "tokenize_with_image",

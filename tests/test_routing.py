@@ -3,7 +3,9 @@
 import pytest
 
 import mova.experts
+from mova.config import MoVAConfig
 from mova.errors import ConfigError, UnknownExpertError
+from mova.processing import MoVAProcessor
 from mova.routing import (
     RoutingDecision,
     build_routing_prompt,
@@ -12,6 +14,7 @@ from mova.routing import (
     format_routing_prompt,
     parse_routing_answer,
 )
+from mova.tokenization import build_tiny_bert_tokenizer, build_tiny_llama_tokenizer
 
 # Spec 2.2: upstream ROUTING_PROMPT, copied by hand. Item D has no final period.
 GOLDEN_ROUTING_PROMPT = (
@@ -126,3 +129,17 @@ def test_forced_choice_keeps_registry_order_and_letters():
         force_routing(["sam_h"], ["dinov2", "codetr"])
     with pytest.raises(UnknownExpertError):
         force_routing(["nope"], RELEASED)
+
+
+@pytest.mark.parametrize(
+    ("generated", "text"),
+    [("A , C , D", "A, C, D"), (" B , E .", "B, E."), ("None .", "None."), ("A , B , C , D", "A, B, C, D")],
+)
+def test_router_text_is_cleaned_up_and_parses_to_the_same_experts(generated, text):
+    # The router's ids are decoded as the reference's transformers 4.37 does (spaces before "," and "."
+    # dropped, spec 1); the clean-up only removes spaces, so the parse is the same as on the raw text.
+    tokenizer = build_tiny_llama_tokenizer()
+    processor = MoVAProcessor(MoVAConfig.from_name("tiny-random"), tokenizer, build_tiny_bert_tokenizer())
+    ids = [tokenizer.bos_token_id, *tokenizer(generated, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    assert processor.decode(ids) == text
+    assert parse_routing_answer(text, RELEASED).experts == parse_routing_answer(generated, RELEASED).experts

@@ -1,6 +1,7 @@
 """Image-placeholder tokenization (spec 2.3), the BERT question text (5.2), tiny and local tokenizers."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mova.tokenization import (
     bert_text,
     build_tiny_bert_tokenizer,
     build_tiny_llama_tokenizer,
+    decode_generated,
     load_bert_tokenizer,
     load_llama_tokenizer,
     tokenize_with_image,
@@ -211,6 +213,62 @@ def test_llama_loader_errors(tmp_path, bert_tok):
         load_llama_tokenizer(tmp_path / "bert")
 
 
+# --- decoding generated ids (spec 1: decode(skip_special_tokens=True).strip() under 4.37) -----------
+
+# Every clean-up pattern of transformers 4.37 (" .", " ,", " ?", " !", " ' ", " n't", " 'm", " 's", " 've",
+# " 're"), with the leading space a generated answer starts with.
+SPACED = " It is a chart . Yes , it 's 3 ? No ! I 'm sure we 've seen they 're here and it does n't say ' so ' ."
+# What 4.37's clean_up_tokenization (tokenization_utils_base.py) makes of it, written out by hand.
+CLEANED = "It is a chart. Yes, it's 3? No! I'm sure we've seen they're here and it doesn't say'so '."
+
+
+def _generated(tokenizer, text: str) -> list[int]:
+    """Ids as generate returns them: the BOS placeholder, the text, the final <|eot_id|>."""
+    return [tokenizer.bos_token_id, *_plain_ids(tokenizer, text), tokenizer.eos_token_id]
+
+
+def _reloaded(tokenizer, directory: Path, flag) -> PreTrainedTokenizerFast:
+    """``tokenizer`` saved and reloaded with tokenizer_config.json's clean-up flag set to ``flag`` (None: no key)."""
+    tokenizer.save_pretrained(directory)
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("clean_up_tokenization_spaces", None)
+    if flag is not None:
+        config["clean_up_tokenization_spaces"] = flag
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return load_llama_tokenizer(directory)
+
+
+def test_decode_cleans_up_spaces_as_transformers_4_37(llama_tok, tmp_path):
+    assert llama_tok.clean_up_tokenization_spaces  # as Llama-3's tokenizer_config.json
+    assert decode_generated(llama_tok, _generated(llama_tok, SPACED)) == CLEANED
+    issue_example = _generated(llama_tok, "It is a chart . Yes , it 's 3 ?")
+    assert decode_generated(llama_tok, issue_example) == "It is a chart. Yes, it's 3?"
+    # 4.37 cleans up before the caller strips: the trailing " ' " is joined, not stripped to " '" first.
+    assert decode_generated(llama_tok, _generated(llama_tok, " he said ' ")) == "he said'"
+    # The flag read from a checkpoint's tokenizer_config.json.
+    assert decode_generated(_reloaded(llama_tok, tmp_path / "on", True), _generated(llama_tok, SPACED)) == CLEANED
+
+
+def test_decode_with_the_flag_off_leaves_the_text_unchanged(llama_tok, tmp_path):
+    off = _reloaded(llama_tok, tmp_path / "off", False)
+    assert not off.clean_up_tokenization_spaces
+    assert decode_generated(off, _generated(off, SPACED)) == SPACED.strip()
+    assert decode_generated(off, _generated(off, " he said ' ")) == "he said '"
+
+
+def test_absent_flag_takes_the_4_37_default_and_the_flag_survives_a_save(llama_tok, tmp_path):
+    # transformers 4.37 defaults clean_up_tokenization_spaces to True when the config does not name it
+    # (5.x defaults to False).
+    absent = _reloaded(llama_tok, tmp_path / "absent", None)
+    assert decode_generated(absent, _generated(absent, SPACED)) == CLEANED
+    # save_pretrained (mova convert) writes the flag, so a converted checkpoint decodes the same.
+    for flag in (False, True):
+        loaded = _reloaded(llama_tok, tmp_path / f"src-{flag}", flag)
+        loaded.save_pretrained(tmp_path / f"copy-{flag}")
+        assert load_llama_tokenizer(tmp_path / f"copy-{flag}").clean_up_tokenization_spaces is flag
+
+
 # --- tiny BERT tokenizer -------------------------------------------------------------------------
 
 
@@ -258,6 +316,7 @@ def test_released_tokenizer_gives_the_reference_ids():
 
     tokenizer = load_llama_tokenizer(os.environ["MOVA_WEIGHTS_DIR"])
     assert (len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id) == (128256, 128000, 128009)
+    assert tokenizer.clean_up_tokenization_spaces is True  # the release's tokenizer_config.json sets it
     ids = tokenize_with_image(build_prompt(QUESTION), tokenizer)
     assert ids == GOLDEN_LLAMA3_ANSWER_IDS
     routing = tokenize_with_image(build_prompt(build_routing_question(QUESTION, list(EXPERTS))), tokenizer)
