@@ -346,7 +346,10 @@ class MoVAdapter(nn.Module):
         # NOTE: the residual is the CLIP feature without pos_embed, as in the release.
         x = (x + base_features) / 2
         grid = self.config.grid_size
-        x = x.transpose(1, 2).reshape(b, c, grid, grid)  # (B, C, H, W), tokens row-major
+        # NOTE: (B, C, H, W) as a channels-last view, the strides of the reference's
+        # rearrange(x, "b (h w) d -> b d h w"), so torch runs the same (channels-last) conv kernels;
+        # transpose(1, 2).reshape gives an NCHW-kernel batch stride at batch 1 (6th-digit float32 drift).
+        x = x.reshape(b, grid, grid, c).permute(0, 3, 1, 2)
         x = self.downsample(x)
         x = x.flatten(2).transpose(1, 2)  # (B, num_tokens, C)
         return AdapterOutput(image_features=self.mlp(x), gate_weights=tuple(gate_weights))

@@ -47,10 +47,12 @@ def _routed(experts: list[torch.Tensor], mask: torch.Tensor) -> dict[int, torch.
 
 
 def _head(adapter: MoVAdapter, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """The release's head: einops' rearrange "b (h w) d -> b d h w" is this reshape and permute."""
     b, _, c = x.shape
     grid = adapter.config.grid_size
-    x = ((x + base) / 2).transpose(1, 2).reshape(b, c, grid, grid)
-    return adapter.mlp(adapter.downsample(x).flatten(2).transpose(1, 2))
+    x = ((x + base) / 2).reshape(b, grid, grid, c).permute(0, 3, 1, 2)
+    x = adapter.downsample(x).permute(0, 2, 3, 1).reshape(b, -1, c)  # rearrange "b d h w -> b (h w) d"
+    return adapter.mlp(x)
 
 
 def _self_attn_and_mlp(block, x: torch.Tensor) -> torch.Tensor:
@@ -213,6 +215,46 @@ def test_all_zero_mask_reduces_to_the_no_expert_path():
     # Zero-row feature tensors for unrouted experts are accepted and change nothing.
     empty = {e: f[:0] for e, f in enumerate(experts)}
     assert torch.equal(adapter(base, empty, mask, text), expected)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_feature_map_has_the_reference_channels_last_strides(batch):
+    # torch picks conv kernels from the strides: the reference's rearrange gives channels-last ones.
+    adapter = _tiny_adapter()
+    base, _, text = _inputs(adapter, batch=batch)
+    maps = []
+    hook = adapter.downsample.register_forward_pre_hook(lambda _m, args: maps.append(args[0]))
+    try:
+        adapter(base, {}, torch.zeros(batch, len(EXPERT_CHANNELS)), text)
+    finally:
+        hook.remove()
+    grid = adapter.config.grid_size
+    expected = torch.empty(batch, BASE, grid, grid, memory_format=torch.channels_last).stride()
+    assert maps[0].shape == (batch, BASE, grid, grid)
+    assert maps[0].stride() == expected
+
+
+def test_batch_one_head_equals_the_reference_layout_where_conv_kernels_differ():
+    # With two threads at width 128 on a 16x16 grid, the 1x1 convs of an NCHW and of a channels-last
+    # map round differently on CPU (one thread, or width 32 on 8x8, hides it): an NCHW map at batch 1
+    # would not be bit-equal to the reference's head here.
+    config = replace(MoVAConfig.from_name("tiny-random").adapter, grid_size=16)
+    adapter = MoVAdapter(config, in_channels=128, llm_hidden_size=LLM, expert_channels=[8])
+    _randomize(adapter)
+    adapter.eval()
+    generator = torch.Generator().manual_seed(2)
+    base = torch.randn(1, 256, 128, generator=generator)
+    text = torch.randn(1, config.text_encoder["hidden_size"], generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():  # as the model runs
+            x = base + adapter.pos_embed
+            for block in adapter.blocks:
+                x = _self_attn_and_mlp(block, x)
+            assert torch.equal(adapter(base, {}, torch.zeros(1, 1), text), _head(adapter, x, base))
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --- 4. sparse execution ----------------------------------------------------------------------------
