@@ -15,6 +15,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from .file_names import readable
+
 logger = logging.getLogger(__name__)
 
 STDOUT = "-"
@@ -25,9 +27,31 @@ class JsonlError(ValueError):
     """A JSON Lines file has a broken line that is not a torn last line."""
 
 
+def _as_text(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (``file_names.readable``): names with undecodable bytes
+    reach messages, options and logs, and must not stop a run."""
+    if isinstance(value, str):
+        return readable(value)
+    if isinstance(value, dict):
+        return {readable(k) if isinstance(k, str) else k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_text(v) for v in value]
+    return value
+
+
+def encode(value: Any, *, indent: bool = False, newline: bool = False) -> bytes:
+    """``value`` as UTF-8 JSON (key order kept, NaN becomes null); strings that are not valid UTF-8 (file
+    names with surrogate escapes) are written with U+FFFD, never a crash."""
+    option = (orjson.OPT_INDENT_2 if indent else 0) | (orjson.OPT_APPEND_NEWLINE if newline else 0)
+    try:
+        return orjson.dumps(value, option=option)
+    except TypeError:  # "str is not valid UTF-8: surrogates not allowed"
+        return orjson.dumps(_as_text(value), option=option)
+
+
 def dumps(record: dict[str, Any]) -> bytes:
-    """One record as one UTF-8 line ending in a newline (key order kept, NaN becomes null)."""
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    """One record as one UTF-8 line ending in a newline (see ``encode``)."""
+    return encode(record, newline=True)
 
 
 def loads(line: bytes | str) -> Any:
@@ -164,4 +188,4 @@ class JsonlWriter:
         self.close()
 
 
-__all__ = ["STDOUT", "JsonlError", "JsonlWriter", "ReadResult", "dumps", "loads", "read_jsonl"]
+__all__ = ["STDOUT", "JsonlError", "JsonlWriter", "ReadResult", "dumps", "encode", "loads", "read_jsonl"]

@@ -101,7 +101,7 @@ def append_run(output: str | Path, entry: dict[str, Any]) -> None:
     """Add ``entry`` to the manifest of ``output`` (atomically; an unreadable manifest is started anew)."""
     import orjson
 
-    from .jsonl import replace_atomically
+    from .jsonl import encode, replace_atomically
 
     path = manifest_path(output)
     runs: list[Any] = []
@@ -113,7 +113,7 @@ def append_run(output: str | Path, entry: dict[str, Any]) -> None:
         except (orjson.JSONDecodeError, AttributeError, OSError):
             logger.warning("%s is not a mova manifest; starting it anew", path)
     document = {"schema": SCHEMA, "output": str(output), "runs": [*runs, entry]}
-    replace_atomically(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    replace_atomically(path, encode(document, indent=True) + b"\n")
 
 
 __all__ = ["SCHEMA", "append_run", "inputs_digest", "manifest_path", "run_entry", "utc_now"]

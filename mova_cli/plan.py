@@ -380,7 +380,8 @@ def _job_id_for(unit: Any, prompt: PromptSpec, params: RunParams) -> str:
     # A broken input has no content hash: its identity is where it is and why it failed.
     error = unit.error
     where = "\0".join(map(str, (Path(unit.path).absolute(), unit.page, error.stage, error.type)))
-    return job_id("error:" + hashlib.sha256(where.encode()).hexdigest(), prompt.text, params, system=prompt.system)
+    digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
+    return job_id("error:" + digest, prompt.text, params, system=prompt.system)
 
 
 def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retry_failed: bool) -> Plan:

@@ -34,15 +34,16 @@ from typing import Any
 from PIL import Image
 
 from .sources import (
+    Decoded,
     PageSelector,
     RenderSettings,
     SourceError,
     SourceFile,
     SourceUnit,
     UnitError,
+    decode_unit,
     error_unit,
     expand_file,
-    load_unit,
 )
 
 logger = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ class Prefetched:
         load_seconds: time from handing the unit to a worker to having its image (includes waiting for
             a free worker).
         preprocess_seconds: time spent in ``preprocess``.
+        warnings: what the decoder warned about (``sources.Decoded.warnings``).
     """
 
     unit: SourceUnit
@@ -354,6 +356,7 @@ class Prefetched:
     error: UnitError | None = None
     load_seconds: float = 0.0
     preprocess_seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -384,7 +387,8 @@ class Prefetcher:
             consumed); default ``2 * workers``. This bounds host memory.
         timeout: seconds one load (or one file expansion) may take; None waits forever.
         max_items_per_worker: replace a worker process after this many loads (None: never).
-        load: the picklable load function (tests and benchmarks substitute their own).
+        load: the picklable load function: ``unit -> sources.Decoded`` (or a plain image: tests and
+            benchmarks substitute their own).
         start_method: multiprocessing start method of the workers.
         preload: modules each worker imports before its first unit (pymupdf takes seconds to import).
     """
@@ -397,7 +401,7 @@ class Prefetcher:
         max_ahead: int | None = None,
         timeout: float | None = 120.0,
         max_items_per_worker: int | None = None,
-        load: Callable[[SourceUnit], Image.Image] = load_unit,
+        load: Callable[[SourceUnit], Decoded | Image.Image] = decode_unit,
         start_method: str = "spawn",
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
     ) -> None:
@@ -481,28 +485,31 @@ class Prefetcher:
         stage = "render" if unit.kind == "pdf" else "read"
         started = time.perf_counter()
 
-        def preprocess(image: Image.Image, load_seconds: float) -> None:
+        def preprocess(image: Image.Image, load_seconds: float, notes: tuple[str, ...]) -> None:
             began = time.perf_counter()
             try:
                 value = self._preprocess(image)
             except Exception as exc:  # the processor's failure on this image (e.g. an unsupported mode)
-                out.set_result(Prefetched(unit, image=image, error=_as_error(exc, "preprocess")))
+                out.set_result(Prefetched(unit, image=image, error=_as_error(exc, "preprocess"), warnings=notes))
                 return
             seconds = time.perf_counter() - began
-            out.set_result(Prefetched(unit, image, value, load_seconds=load_seconds, preprocess_seconds=seconds))
+            out.set_result(
+                Prefetched(unit, image, value, load_seconds=load_seconds, preprocess_seconds=seconds, warnings=notes)
+            )
 
         def loaded(future: Future) -> None:
             try:
-                image = future.result()
+                decoded = future.result()
             except (Exception, CancelledError) as exc:
                 out.set_result(Prefetched(unit, error=_as_error(exc, stage)))
                 return
             load_seconds = time.perf_counter() - started
+            image, notes = (decoded.image, decoded.warnings) if isinstance(decoded, Decoded) else (decoded, ())
             if self._preprocess is None:
-                out.set_result(Prefetched(unit, image, load_seconds=load_seconds))
+                out.set_result(Prefetched(unit, image, load_seconds=load_seconds, warnings=notes))
                 return
             try:
-                self._threads.submit(preprocess, image, load_seconds)
+                self._threads.submit(preprocess, image, load_seconds, notes)
             except RuntimeError as exc:  # shut down while this unit was loading
                 out.set_result(Prefetched(unit, error=_as_error(exc, "preprocess")))
 

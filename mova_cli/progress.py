@@ -133,9 +133,9 @@ class JsonProgress:
         self._write({"event": "start", "run_id": run_id, "total": total, "already_done": skipped})
 
     def _write(self, event: dict[str, Any]) -> None:
-        import orjson
+        from .jsonl import encode
 
-        sys.stderr.write(orjson.dumps(event).decode() + "\n")
+        sys.stderr.write(encode(event).decode() + "\n")
         sys.stderr.flush()
 
     def item(self, record: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .file_names import exact_base64, readable
 from .plan import Job, RunParams
 
 SCHEMA = "mova.answer/1"
@@ -20,13 +21,14 @@ _ENGINE_STAGES = {"preprocess": "read", "encode": "route", "experts": "answer"}
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "schema": (),
     "id": (),
-    "source": ("path", "rel_path", "sha256", "bytes", "kind", "page", "page_count", "page_label"),
+    "source": ("path", "rel_path", "path_base64", "sha256", "bytes", "kind", "page", "page_count", "page_label"),
     "render": ("dpi", "width", "height", "degraded"),
     "prompt": ("id", "text", "system"),
     "status": (),
     "answer": (),
     "experts": ("chosen", "letters", "router_text", "forced", "gate"),
     "error": ("stage", "type", "message", "retries"),
+    "warnings": (),
     "gen": ("temperature", "top_p", "num_beams", "max_new_tokens", "seed"),
     "usage": ("prompt_tokens", "router_tokens", "answer_tokens"),
     "timing_ms": ("load", "route", "answer", "total"),
@@ -71,8 +73,9 @@ def _source(job: Job) -> dict[str, Any]:
     if job.problem is not None:
         path = job.problem.path
         return {
-            "path": path,
-            "rel_path": Path(path).name,
+            "path": readable(path),
+            "rel_path": readable(Path(path).name),
+            "path_base64": exact_base64(path),
             "sha256": None,
             "bytes": None,
             "kind": "prompts",
@@ -81,9 +84,11 @@ def _source(job: Job) -> dict[str, Any]:
             "page_label": None,
         }
     unit = job.unit
+    rel_path = getattr(unit, "rel_path", None)
     return {
-        "path": str(unit.path),
-        "rel_path": getattr(unit, "rel_path", None),
+        "path": readable(str(unit.path)),
+        "rel_path": None if rel_path is None else readable(rel_path),
+        "path_base64": exact_base64(str(unit.path)),
         "sha256": getattr(unit, "sha256", None),
         "bytes": getattr(unit, "bytes", None),
         "kind": getattr(unit, "kind", None),
@@ -146,6 +151,7 @@ def build_record(
     timings_ms: dict[str, float] | None = None,
     load_ms: float | None = None,
     image_size: tuple[int, int] | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One record, keys in schema order.
 
@@ -161,9 +167,11 @@ def build_record(
         timings_ms: per-stage engine timings.
         load_ms: time spent reading and rendering the page.
         image_size: (width, height) of the page image the model saw.
+        warnings: what the decoder warned about while reading the page.
     """
     ok = status == "ok"
-    experts = None
+    # Records without a routing decision (errors) still have the object, so `.experts.chosen` is a list.
+    experts = {"chosen": [], "letters": [], "router_text": None, "forced": None, "gate": None}
     if ok and routing is not None:
         experts = {
             "chosen": list(routing.experts),
@@ -183,6 +191,7 @@ def build_record(
         "answer": answer if ok else None,
         "experts": experts,
         "error": None if error is None else {**error, "retries": error.get("retries", 0)},
+        "warnings": list(warnings),
         "gen": _gen(context.params),
         "usage": {"prompt_tokens": prompt_tokens, "router_tokens": router_tokens, "answer_tokens": answer_tokens},
         "timing_ms": _timing(timings_ms, load_ms),

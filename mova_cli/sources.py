@@ -3,28 +3,34 @@
 Three steps, each usable on its own so the CLI can run the slow ones in worker processes:
 
 1. ``discover`` walks the PATH arguments (files, folders, globs) and yields ``SourceFile``s in a
-   deterministic order, with their type sniffed from the first bytes.
+   deterministic order, each identified by its content: every format Pillow (and its HEIF plugin) opens,
+   and PDFs. Folder files that are neither are passed over, and counted (``PassedOver``).
 2. ``expand_file`` reads one file once (sha256, size, page or frame count, PDF page labels) and returns
    its ``SourceUnit``s, one per selected page.
 3. ``SourceUnit.load`` decodes or renders one unit to a PIL image, in the file's own mode (the model's
-   processor converts to RGB as the reference does).
+   processor converts to RGB as the reference does). It decodes the very bytes it hashed and refuses
+   them (``changed_during_run``) when they are not the bytes the unit was planned from.
 
 A problem never raises out of these steps: it becomes a unit whose ``error`` says the stage, a short
-reason code and a message, and the run goes on. This is the only module that imports pymupdf (lazily).
+reason code and a message (never any of the file's content), and the run goes on. Warnings that
+decoders raise while reading a file are kept with it (``Decoded.warnings``), not printed. This is the only
+module that imports pymupdf (lazily).
 """
 
 import errno
 import fnmatch
 import glob
 import hashlib
+import io
 import os
 import stat
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Protocol
 
-from PIL import Image
+from PIL import EpsImagePlugin, Image, ImageFile
 
 # PIL's own threshold: larger images make Image.open warn, twice as large makes it refuse.
 DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -32,15 +38,12 @@ DEFAULT_DPI = 200
 # The largest expert input is 1024 px (the SAM-style experts), so larger renders are wasted work.
 DEFAULT_MAX_SIDE = 1024
 
-IMAGE_KINDS = ("png", "jpeg", "gif", "bmp", "webp", "tiff")
-KINDS = ("pdf", *IMAGE_KINDS)
-# Files found in a folder are considered when their bytes or their name say image or PDF; other
-# files (notes, spreadsheets) are passed over silently. Named files are always considered.
-CANDIDATE_SUFFIXES = frozenset(
-    {".pdf", ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
-)
-_SNIFF_BYTES = 1024  # PDF readers accept the %PDF- header anywhere in the first 1024 bytes
-_HASH_CHUNK = 1 << 20
+PDF_HEADER = b"%PDF-"
+_PDF_HEADER_WINDOW = 1024  # where PDF readers look for the header first
+_PDF_SEARCH_BYTES = 1 << 20  # how far a header behind leading junk is still looked for (MuPDF repairs those)
+UNSIZED_IMAGE = "image"  # the kind of an image too large for Pillow to open
+# Pillow's format names whose kind is another name: an MPO is a JPEG with more pictures after the first.
+_KIND_OF_FORMAT = {"MPO": "jpeg"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class SourceFile:
         path: the path as given or as joined under a given folder.
         rel_path: POSIX path relative to the folder (or glob base) it was found under; the file name for
             a path given directly.
-        kind: the sniffed type (one of ``KINDS``), None when unknown or on error.
+        kind: the identified type (``pdf`` or a Pillow format, see ``identify``), None on error.
         error: set when the path cannot be used at all.
     """
 
@@ -124,6 +127,23 @@ class SourceFile:
     rel_path: str
     kind: str | None = None
     error: UnitError | None = None
+
+
+NO_SUFFIX = "(no suffix)"
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """A file found in a folder that is not an input (neither image nor PDF): not read, but counted.
+
+    Attributes:
+        path, rel_path: as in ``SourceFile``.
+        kind: what it is taken for in counts: its lower-case suffix (``.txt``), or ``(no suffix)``.
+    """
+
+    path: str
+    rel_path: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -136,11 +156,12 @@ class SourceUnit:
     Attributes:
         path: as in ``SourceFile``.
         rel_path: as in ``SourceFile``.
-        kind: ``pdf``, ``png``, ``jpeg``, ``gif``, ``bmp``, ``webp``, ``tiff``; None when unknown.
-        page: 1-based page (PDF) or frame (TIFF); 1 for single images; None when the error is about the
+        kind: ``pdf``, or the Pillow format in lower case (``png``, ``jpeg``, ``tiff``, ``tga``, ``heif``...);
+            None when unknown.
+        page: 1-based page (PDF) or frame (TIFF); 1 for other images; None when the error is about the
             whole file.
-        page_count: pages or frames in the file (GIF, WebP and other animations count as 1: only the
-            first frame is used); None when unknown.
+        page_count: pages or frames in the file (GIF, WebP, ICO and other multi-frame formats count as
+            1: only the image Pillow opens, their first frame or largest size, is used); None when unknown.
         page_label: the PDF's label of the page (e.g. ``iii``) if it defines labels, else None.
         sha256: hex digest of the file bytes; None when unread.
         bytes: file size; None when unread.
@@ -182,26 +203,94 @@ class PageSelector(Protocol):
     def resolve(self, page_count: int) -> list[int]: ...
 
 
-# --- type sniffing --------------------------------------------------------------------------------
+# --- identification -------------------------------------------------------------------------------
 
 
-def sniff_kind(head: bytes) -> str | None:
-    """The type of a file from its first bytes: one of ``KINDS``, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head.startswith(b"BM") and len(head) >= 26:
-        return "bmp"
-    if b"%PDF-" in head[:_SNIFF_BYTES]:
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    """Add the HEIF plugin (HEIC photos) to Pillow's formats, once per process, where it is installed."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # an install without its wheel (a platform it does not build for): no HEIC
+        return
+    register_heif_opener()
+
+
+def _decodable(image: Image.Image) -> bool:
+    """Whether Pillow can decode what it identified: stub formats (HDF5, GRIB, BUFR, WMF on most systems)
+    have no decoder, and EPS needs Ghostscript."""
+    if isinstance(image, ImageFile.StubImageFile):
+        return False
+    return image.format != "EPS" or bool(EpsImagePlugin.has_ghostscript())
+
+
+def kind_of_format(pillow_format: str) -> str:
+    """The record's ``kind`` for a Pillow format name (``PNG`` -> ``png``, ``MPO`` -> ``jpeg``)."""
+    return _KIND_OF_FORMAT.get(pillow_format, pillow_format.lower())
+
+
+def identify(path: str) -> str | None:
+    """The kind of a file from its content: ``pdf``, a Pillow format (``png``, ``tga``, ``heif``...), or None.
+
+    A PDF is found by its header (also behind leading junk, as MuPDF finds it); an image by Pillow's
+    own plugins, and only when Pillow can also decode it. An image with more pixels than Pillow agrees
+    to open is ``image`` (its format is not told): expanding it reports a ``decompression_bomb``.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(_PDF_SEARCH_BYTES)
+    if PDF_HEADER in head[:_PDF_HEADER_WINDOW]:
         return "pdf"
+    _register_plugins()
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")  # the decode reports them; identifying is not decoding
+            if _decodable(image):
+                return kind_of_format(image.format)
+    except Image.DecompressionBombError:
+        return UNSIZED_IMAGE
+    except Exception:  # noqa: S110 - any failure to open means "not an image Pillow reads"
+        pass
+    if PDF_HEADER in head:
+        return "pdf"
+    return None if _is_text(head[:_PDF_HEADER_WINDOW]) else _signature_format(head)
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 without NUL bytes: a note or source file, however it starts (``#define`` is an XBM signature)."""
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut at the end of the window
+    return True
+
+
+def _signature_format(head: bytes) -> str | None:
+    """The format whose signature a binary file starts with, for a file Pillow failed to open (a damaged
+    image is an input to report as damaged, not a file to pass over)."""
+    prefix = head[:16]  # what Pillow hands its plugins' signature checks
+    for name, (_, accept) in Image.OPEN.items():
+        if accept is not None and accept(prefix) is True:
+            return kind_of_format(name)
     return None
+
+
+def claimed_by_name(path: str) -> bool:
+    """Whether the file name says image or PDF (a suffix Pillow or PDF readers claim): such a file that is
+    not one is an error to report, not a file to pass over."""
+    _register_plugins()
+    suffix = PurePath(path).suffix.lower()
+    return suffix == ".pdf" or suffix in Image.registered_extensions()
 
 
 # --- discovery ------------------------------------------------------------------------------------
@@ -229,22 +318,21 @@ def _stat_error(path: str, exc: OSError) -> UnitError:
     return UnitError("read", "unreadable", f"{path}: {exc.strerror or exc}")
 
 
-def _sniff(path: str) -> tuple[str | None, UnitError | None]:
+def _identify(path: str) -> tuple[str | None, UnitError | None]:
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
+        if os.path.getsize(path) == 0:
+            return None, UnitError("read", "empty", f"{path}: empty file (0 bytes)")
+        kind = identify(path)
     except OSError as exc:
         return None, UnitError("read", "unreadable", f"{path}: {exc.strerror or exc}")
-    if not head:
-        return None, UnitError("read", "empty", f"{path}: empty file (0 bytes)")
-    kind = sniff_kind(head)
     if kind is None:
-        return None, UnitError("discover", "unsupported_type", f"{path}: not an image or PDF (starts {head[:8]!r})")
+        return None, UnitError("discover", "unsupported_type", f"{path}: not an image or PDF that can be read")
     return kind, None
 
 
-def _classify(path: str, rel_path: str, *, named: bool) -> SourceFile | None:
-    """A ``SourceFile`` for a path that is not a directory; None for a folder file to pass over."""
+def _classify(path: str, rel_path: str, *, named: bool) -> SourceFile | PassedOver:
+    """A ``SourceFile`` for a path that is not a directory, or ``PassedOver`` for a folder file that is
+    not an input (neither its content nor its name says image or PDF)."""
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -252,16 +340,17 @@ def _classify(path: str, rel_path: str, *, named: bool) -> SourceFile | None:
     if not stat.S_ISREG(info.st_mode):
         # FIFOs, sockets and devices: opening a FIFO would block forever
         return SourceFile(path, rel_path, error=UnitError("discover", "not_a_file", f"{path}: not a regular file"))
-    candidate = named or PurePath(path).suffix.lower() in CANDIDATE_SUFFIXES
-    kind, error = _sniff(path)
-    if error is not None and not candidate and error.type in ("unsupported_type", "empty", "unreadable"):
-        return None
+    kind, error = _identify(path)
+    if error is not None and error.type == "unsupported_type" and not named and not claimed_by_name(path):
+        return PassedOver(path, rel_path, PurePath(path).suffix.lower() or NO_SUFFIX)
     return SourceFile(path, rel_path, kind=kind, error=error)
 
 
-def _walk(root: str, *, recursive: bool, include: Sequence[str], exclude: Sequence[str]) -> list[SourceFile]:
-    """Every usable file under ``root``, sorted by relative path; hidden names skipped."""
-    found: list[tuple[tuple[str, ...], SourceFile]] = []
+def _walk(
+    root: str, *, recursive: bool, include: Sequence[str], exclude: Sequence[str]
+) -> list[SourceFile | PassedOver]:
+    """Every file under ``root``, sorted by relative path; hidden names skipped."""
+    found: list[tuple[tuple[str, ...], SourceFile | PassedOver]] = []
     # stack of (directory path, its relative parts, (dev, inode) of it and its ancestors)
     stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = []
     try:
@@ -303,9 +392,7 @@ def _walk(root: str, *, recursive: bool, include: Sequence[str], exclude: Sequen
                 continue
             if include and not _matches(include, rel_path):
                 continue
-            source = _classify(path, rel_path, named=False)
-            if source is not None:
-                found.append((entry_parts, source))
+            found.append((entry_parts, _classify(path, rel_path, named=False)))
     found.sort(key=lambda item: item[0])
     return [source for _, source in found]
 
@@ -327,6 +414,7 @@ def discover(
     recursive: bool = True,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    passed_over: list["PassedOver"] | None = None,
 ) -> Iterator[SourceFile]:
     """Find the files to read, in a deterministic order.
 
@@ -343,10 +431,11 @@ def discover(
         include: glob patterns; when given, only files whose relative path or name matches one are kept.
         exclude: glob patterns on relative paths or names; matching files and folders are dropped.
             Both filter what folders and globs expand to; a file named directly is always used.
+        passed_over: when given, gets a ``PassedOver`` for each folder file that is not an input.
 
     Yields:
         One ``SourceFile`` per file (with ``error`` set for paths that cannot be used). In folders,
-        files whose name and bytes are not image or PDF are passed over; a named file is always
+        files whose content and name are not image or PDF are passed over; a named file is always
         yielded, as an error when it is not an image or PDF.
     """
     seen: set[tuple[int, int]] = set()
@@ -389,7 +478,10 @@ def discover(
                     continue
                 sources = [_classify(path, rel_path, named=True)]
             for source in sources:
-                if source is not None and unique(source):
+                if isinstance(source, PassedOver):
+                    if passed_over is not None:
+                        passed_over.append(source)
+                elif unique(source):
                     yield source
 
 
@@ -407,14 +499,10 @@ def read_path_list(text: str, *, nul: bool = False) -> list[str]:
 # --- expansion ------------------------------------------------------------------------------------
 
 
-def _hash_file(path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
+def _read_bytes(path: str) -> bytes:
+    """The whole file: what is hashed is what is decoded (raises OSError)."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return handle.read()
 
 
 def content_hash(file_sha256: str, page: int, settings_key: str) -> str:
@@ -431,11 +519,12 @@ def _pymupdf():
     return pymupdf
 
 
-def _open_pdf(path: str, password: str | None, *, stage: str):
-    """Open and unlock a PDF, or raise ``SourceError``."""
+def _open_pdf(data: bytes, password: str | None, *, stage: str):
+    """Open and unlock a PDF from its bytes (any file name works: MuPDF never sees it), or raise
+    ``SourceError``."""
     pymupdf = _pymupdf()
     try:
-        doc = pymupdf.open(path, filetype="pdf")
+        doc = pymupdf.open(stream=data, filetype="pdf")
     except Exception as exc:  # MuPDF raises several types on damaged files; all mean "cannot open"
         raise _fail(stage, "corrupt_pdf", f"cannot open PDF: {exc}") from exc
     if doc.needs_pass:
@@ -455,9 +544,9 @@ def _close_pdf(doc) -> None:
     _pymupdf().TOOLS.store_shrink(100)
 
 
-def _probe_pdf(path: str, settings: RenderSettings, pages: PageSelector | None) -> list[tuple[int, int, str | None]]:
+def _probe_pdf(data: bytes, settings: RenderSettings, pages: PageSelector | None) -> list[tuple[int, int, str | None]]:
     """``(page, page_count, label)`` for the selected pages of a PDF."""
-    doc = _open_pdf(path, settings.password, stage="read")
+    doc = _open_pdf(data, settings.password, stage="read")
     try:
         try:
             count = doc.page_count
@@ -478,10 +567,13 @@ def _probe_pdf(path: str, settings: RenderSettings, pages: PageSelector | None) 
         _close_pdf(doc)
 
 
-def _probe_image(path: str, settings: RenderSettings) -> int:
-    """Frames to use: the TIFF frame count, 1 for anything else (first frame of animations)."""
+def _probe_image(data: bytes, settings: RenderSettings) -> int:
+    """Frames to use: the TIFF frame count, 1 for anything else (the image Pillow opens: the first frame
+    of an animation, the largest size of an icon)."""
+    _register_plugins()
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("ignore")  # the decode reports them
             _check_pixels(image.size, settings, stage="read")
             return getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     except SourceError:
@@ -514,8 +606,9 @@ def expand_file(
 ) -> list[SourceUnit]:
     """Read one file and return its units: one per selected page (PDF) or frame (TIFF), else one.
 
-    The file is read once for its sha256; a PDF is opened for its page count and labels; an image's
-    header is read for its size and frame count (pixels are decoded only by ``load``).
+    The file is read once; its sha256, page count and labels come from those same bytes (a PDF is
+    opened for its page count and labels; an image's header is read for its size and frame count;
+    pixels are decoded only by ``load``).
 
     Args:
         source: a discovered file.
@@ -523,25 +616,27 @@ def expand_file(
         pages: page selection; pages past the end are ignored, so it may select nothing.
 
     Returns:
-        The units, or one error unit describing why the file cannot be used.
+        The units (none when ``pages`` selects none of the file's), or one error unit describing why
+        the file cannot be used.
     """
     settings = settings or RenderSettings()
     if source.error is not None:
         return [error_unit(source, source.error, settings)]
     try:
-        sha256, size = _hash_file(source.path)
+        data = _read_bytes(source.path)
     except OSError as exc:
         error = UnitError("read", "unreadable", f"{source.path}: {exc.strerror or exc}")
         return [error_unit(source, error, settings)]
-    known = {"sha256": sha256, "bytes": size}
-    if size == 0:
+    sha256 = hashlib.sha256(data).hexdigest()
+    known = {"sha256": sha256, "bytes": len(data)}
+    if not data:
         return [error_unit(source, UnitError("read", "empty", "empty file (0 bytes)"), settings, **known)]
     key = settings.key(source.kind)
     try:
         if source.kind == "pdf":
-            probed = _probe_pdf(source.path, settings, pages)
+            probed = _probe_pdf(data, settings, pages)
         else:
-            count = _probe_image(source.path, settings)
+            count = _probe_image(data, settings)
             selected = pages.resolve(count) if pages is not None else list(range(1, count + 1))
             probed = [(page, count, None) for page in selected]
     except SourceError as exc:
@@ -573,19 +668,20 @@ def discover_sources(
     recursive: bool = True,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    passed_over: list[PassedOver] | None = None,
     prefetcher=None,
 ) -> list[SourceUnit]:
     """``discover`` then ``expand_file`` for every file: all units of a run, in order.
 
     Args:
-        inputs, recursive, include, exclude: see ``discover``.
+        inputs, recursive, include, exclude, passed_over: see ``discover``.
         dpi, max_side, password, max_image_pixels: see ``RenderSettings``.
         pages: page selection applied to every file.
         prefetcher: a ``mova_cli.prefetch.Prefetcher``; when given, files are expanded in its worker
             processes (parallel, with its timeout), else in this process one after the other.
     """
     settings = RenderSettings(dpi=dpi, max_side=max_side, password=password, max_image_pixels=max_image_pixels)
-    files = discover(inputs, recursive=recursive, include=include, exclude=exclude)
+    files = discover(inputs, recursive=recursive, include=include, exclude=exclude, passed_over=passed_over)
     if prefetcher is not None:
         return list(prefetcher.expand(files, settings=settings, pages=pages))
     return [unit for source in files for unit in expand_file(source, settings, pages)]
@@ -594,14 +690,33 @@ def discover_sources(
 # --- loading --------------------------------------------------------------------------------------
 
 
-def render_pdf_page(path: str, page: int, settings: RenderSettings) -> Image.Image:
-    """Render one PDF page to an RGB image at ``settings.dpi``, lowered to fit ``settings.max_side``.
+@dataclass(frozen=True)
+class Decoded:
+    """A unit's pixels and what the decoder warned about while making them.
+
+    Attributes:
+        image: fully loaded, in the file's own PIL mode (RGB for PDF pages).
+        warnings: the decoder's warnings (Pillow's and its plugins'), one sentence each, in order; they go
+            on the unit's record instead of the terminal.
+    """
+
+    image: Image.Image
+    warnings: tuple[str, ...] = ()
+
+
+def _warning_text(caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+
+
+def render_pdf_page(data: bytes, page: int, settings: RenderSettings) -> Image.Image:
+    """Render one page of the PDF ``data`` to an RGB image at ``settings.dpi``, lowered to fit
+    ``settings.max_side``.
 
     Raises:
         SourceError: the PDF cannot be opened or unlocked, the page does not exist or fails to render.
     """
     pymupdf = _pymupdf()
-    doc = _open_pdf(path, settings.password, stage="render")
+    doc = _open_pdf(data, settings.password, stage="render")
     try:
         if not 1 <= page <= doc.page_count:
             raise _fail("render", "page_out_of_range", f"page {page} of a {doc.page_count}-page PDF")
@@ -626,14 +741,15 @@ def render_pdf_page(path: str, page: int, settings: RenderSettings) -> Image.Ima
         _close_pdf(doc)
 
 
-def read_image(path: str, frame: int, settings: RenderSettings) -> Image.Image:
-    """Decode one frame (0-based) of an image file, fully, in its own mode.
+def read_image(data: bytes, frame: int, settings: RenderSettings) -> Image.Image:
+    """Decode one frame (0-based) of the image file ``data``, fully, in its own mode.
 
     Raises:
-        SourceError: unreadable, truncated or corrupt data, or more pixels than allowed.
+        SourceError: truncated or corrupt data, or more pixels than allowed.
     """
+    _register_plugins()
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if frame:
                 image.seek(frame)
             _check_pixels(image.size, settings, stage="read")
@@ -644,49 +760,80 @@ def read_image(path: str, frame: int, settings: RenderSettings) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:
         raise _fail("read", "decompression_bomb", str(exc)) from exc
-    except FileNotFoundError as exc:
-        raise _fail("read", "not_found", f"{path}: file disappeared") from exc
-    except PermissionError as exc:
-        raise _fail("read", "unreadable", f"{path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # PIL raises many types on truncated or corrupt data
         raise _fail("read", "corrupt_image", f"cannot decode image: {exc}") from exc
 
 
-def load_unit(unit: SourceUnit) -> Image.Image:
-    """The pixels of a unit; a module-level function so worker processes can be handed it.
+def _current_bytes(unit: SourceUnit) -> bytes:
+    """The unit's file as it is now, refused unless it is what the unit was planned from."""
+    try:
+        data = _read_bytes(unit.path)
+    except FileNotFoundError as exc:
+        raise _fail("read", "not_found", f"{unit.path}: file disappeared") from exc
+    except OSError as exc:
+        raise _fail("read", "unreadable", f"{unit.path}: {exc.strerror or exc}") from exc
+    if unit.sha256 is not None and hashlib.sha256(data).hexdigest() != unit.sha256:
+        raise _fail(
+            "read",
+            "changed_during_run",
+            f"{unit.path}: the file changed after it was planned ({unit.bytes} -> {len(data)} bytes); "
+            "rerun to answer its new content",
+        )
+    return data
+
+
+def decode_unit(unit: SourceUnit) -> Decoded:
+    """The pixels of a unit and its decoder warnings; a module-level function so worker processes can
+    be handed it.
 
     Raises:
-        SourceError: see ``render_pdf_page`` and ``read_image``; an error unit raises its own error.
+        SourceError: see ``render_pdf_page`` and ``read_image``; ``changed_during_run`` when the file's
+            bytes are no longer those its sha256 was taken from; an error unit raises its own error.
     """
     if unit.error is not None:
         raise SourceError(unit.error)
     if unit.page is None:
         raise _fail("read", "no_page", "unit has no page")
-    if unit.kind == "pdf":
-        return render_pdf_page(unit.path, unit.page, unit.settings)
-    return read_image(unit.path, unit.page - 1, unit.settings)
+    data = _current_bytes(unit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if unit.kind == "pdf":
+            image = render_pdf_page(data, unit.page, unit.settings)
+        else:
+            image = read_image(data, unit.page - 1, unit.settings)
+    return Decoded(image, _warning_text(caught))
+
+
+def load_unit(unit: SourceUnit) -> Image.Image:
+    """``decode_unit`` without the warnings."""
+    return decode_unit(unit).image
 
 
 __all__ = [
-    "CANDIDATE_SUFFIXES",
     "DEFAULT_DPI",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_MAX_SIDE",
-    "KINDS",
+    "NO_SUFFIX",
+    "PDF_HEADER",
+    "Decoded",
+    "PassedOver",
     "PageSelector",
     "RenderSettings",
     "SourceError",
     "SourceFile",
     "SourceUnit",
     "UnitError",
+    "claimed_by_name",
     "content_hash",
+    "decode_unit",
     "discover",
     "discover_sources",
     "expand_file",
     "error_unit",
+    "identify",
+    "kind_of_format",
     "load_unit",
     "read_image",
     "read_path_list",
     "render_pdf_page",
-    "sniff_kind",
 ]

@@ -771,16 +771,16 @@ def _absolute(path: str | None) -> str | None:
 def _load_inline(unit: Any) -> Any:
     """Load a unit in this process (``--workers 0``), as the prefetcher would."""
     from ..prefetch import Prefetched
-    from ..sources import SourceError
+    from ..sources import SourceError, decode_unit
 
     if unit.error is not None:
         return Prefetched(unit, error=unit.error)
     start = time.perf_counter()
     try:
-        image = unit.load()
+        decoded = decode_unit(unit)
     except SourceError as exc:
         return Prefetched(unit, error=exc.error)
-    return Prefetched(unit, image, load_seconds=time.perf_counter() - start)
+    return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
 
 
 def _unit_groups(jobs: list[Any]) -> list[tuple[Any, list[Any]]]:
@@ -887,6 +887,6 @@ def _execute(
         for result in results:
             drain()
             fetched = fetched_by_job.pop(result.tag.id)
-            extra = {"load_ms": fetched.load_seconds * 1000, "image_size": fetched.size}
+            extra = {"load_ms": fetched.load_seconds * 1000, "image_size": fetched.size, "warnings": fetched.warnings}
             emit(record_from_result(result.tag, result, context, **extra))
         drain()

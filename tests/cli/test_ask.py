@@ -30,6 +30,7 @@ RECORD_KEYS = [
     "answer",
     "experts",
     "error",
+    "warnings",
     "gen",
     "usage",
     "timing_ms",
@@ -37,7 +38,7 @@ RECORD_KEYS = [
     "run",
     "mova_version",
 ]
-SOURCE_KEYS = ["path", "rel_path", "sha256", "bytes", "kind", "page", "page_count", "page_label"]
+SOURCE_KEYS = ["path", "rel_path", "path_base64", "sha256", "bytes", "kind", "page", "page_count", "page_label"]
 FAST = ["--workers", "0", "-q"]
 
 
@@ -99,6 +100,7 @@ def test_records_on_stdout_progress_on_stderr(tmp_path, monkeypatch):
     assert record["source"] == {
         "path": str(docs / "sub" / "report.pdf"),
         "rel_path": "sub/report.pdf",
+        "path_base64": None,
         "sha256": hashlib.sha256(pdf_bytes).hexdigest(),
         "bytes": len(pdf_bytes),
         "kind": "pdf",
@@ -171,7 +173,7 @@ def test_folder_with_corrupt_files_gives_error_records_and_exit_1(tmp_path, monk
     assert by_name["good.png"]["status"] == "ok"
     for name in ("empty.png", "truncated.png", "fake.pdf", "locked.pdf"):
         record = by_name[name]
-        assert record["status"] == "error" and record["answer"] is None and record["experts"] is None
+        assert record["status"] == "error" and record["answer"] is None and record["experts"]["chosen"] == []
         assert set(record["error"]) == {"stage", "type", "message", "retries"} and record["error"]["message"]
         assert record["error"]["stage"] in ("discover", "read", "render")
     assert by_name["locked.pdf"]["error"]["type"] == "encrypted"

@@ -45,7 +45,7 @@ def test_compact_records_resume_and_report(tmp_path, monkeypatch):
     ok = next(r for r in records if r["status"] == "ok")
     assert list(ok["source"]) == ["path", "page"] and list(ok["prompt"]) == ["id"] and list(ok["experts"]) == ["chosen"]
     bad = next(r for r in records if r["status"] == "error")
-    assert bad["experts"] is None and bad["error"]["stage"]
+    assert bad["experts"] == {"chosen": []} and bad["error"]["stage"]
     asked = len(engine.requests)
     assert invoke(args).exit_code == 1 and len(engine.requests) == asked  # resumed: nothing asked again
     status = json.loads(invoke(["status", str(out), "--json"]).stdout)

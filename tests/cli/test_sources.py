@@ -21,8 +21,8 @@ from mova_cli.sources import (
     discover,
     discover_sources,
     expand_file,
+    identify,
     read_path_list,
-    sniff_kind,
 )
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -80,19 +80,24 @@ def _single(path: Path, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "fmt,kind", [("PNG", "png"), ("JPEG", "jpeg"), ("GIF", "gif"), ("BMP", "bmp"), ("WEBP", "webp"), ("TIFF", "tiff")]
+    "fmt,kind",
+    [("PNG", "png"), ("JPEG", "jpeg"), ("GIF", "gif"), ("BMP", "bmp"), ("WEBP", "webp"), ("TIFF", "tiff")],
 )
-def test_sniff_kind_reads_image_signatures(fmt, kind):
-    buffer = io.BytesIO()
-    _rgb(8, 8).save(buffer, fmt)
-    assert sniff_kind(buffer.getvalue()[:64]) == kind
+def test_identify_reads_image_content(tmp_path, fmt, kind):
+    _rgb(8, 8).save(tmp_path / "no_suffix", fmt)
+    assert identify(str(tmp_path / "no_suffix")) == kind
 
 
-def test_sniff_kind_pdf_and_unknown():
-    assert sniff_kind(_pdf_bytes(1)[:64]) == "pdf"
-    assert sniff_kind(b"junk before the header %PDF-1.7") == "pdf"
-    assert sniff_kind(b"hello world") is None
-    assert sniff_kind(b"") is None
+def test_identify_pdf_and_unknown(tmp_path):
+    cases = {
+        "a": _pdf_bytes(1),
+        "b": b"junk before the header %PDF-1.7",
+        "c": b"x" * 5000 + _pdf_bytes(1),  # the header behind more junk than the first kilobyte
+        "d": b"hello world",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    assert [identify(str(tmp_path / name)) for name in cases] == ["pdf", "pdf", "pdf", None]
 
 
 @pytest.fixture
@@ -319,7 +324,7 @@ def test_pixel_limit_is_configurable_and_checked_at_load(tmp_path):
     assert unit.error is None
     strict = RenderSettings(max_image_pixels=10)
     with pytest.raises(SourceError) as info:
-        sources.read_image(unit.path, 0, strict)
+        sources.read_image((tmp_path / "a.png").read_bytes(), 0, strict)
     assert info.value.error.type == "decompression_bomb"
 
 
@@ -432,7 +437,7 @@ def test_zero_page_pdf(tmp_path):
 def test_rendering_a_missing_page_fails_cleanly(tmp_path):
     (tmp_path / "doc.pdf").write_bytes(_pdf_bytes(1))
     with pytest.raises(SourceError) as info:
-        sources.render_pdf_page(str(tmp_path / "doc.pdf"), 2, RenderSettings())
+        sources.render_pdf_page((tmp_path / "doc.pdf").read_bytes(), 2, RenderSettings())
     assert info.value.error.type == "page_out_of_range"
 
 
