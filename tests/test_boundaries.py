@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 LIBRARY = Path(__file__).resolve().parents[1] / "mova"
-CLI_ONLY = ["click", "pymupdf", "fitz", "orjson", "tqdm", "mova_cli"]
+CLI_ONLY = ["click", "pymupdf", "fitz", "pillow_heif", "orjson", "tqdm", "mova_cli"]
 HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "pymupdf", "fitz"]
 
 
@@ -86,3 +86,18 @@ def test_help_runs_without_torch(args):
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
     library = {name for name in modules if name.split(".")[0] == "mova"}
     assert library <= TORCH_FREE, sorted(library - TORCH_FREE)
+
+
+def test_reader_processes_load_no_onnxruntime():
+    # What a reader worker imports before its first page, then a page identified and rendered: pymupdf 2.x
+    # pulled onnxruntime (and its telemetry) into every such process.
+    code = (
+        "import importlib, pymupdf\n"
+        "from mova_cli import prefetch, sources\n"
+        "for name in prefetch.DEFAULT_PRELOAD:\n    importlib.import_module(name)\n"
+        "doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()\n"
+        "assert sources.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"
+    )
+    loaded = _loaded_after(code)
+    assert "pymupdf" in loaded  # the probe works: the PDF backend was loaded
+    assert loaded.isdisjoint(["onnxruntime", "pymupdf4llm", "pymupdf_layout"]), sorted(loaded)
