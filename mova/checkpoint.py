@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import CONFIG_FILE, MoVAConfig
+from .config import CONFIG_FILE, MoVAConfig, expert_configs
 from .constants import DTYPE_NAMES, canonical_dtype
 from .errors import CheckpointError, ConfigError
 from .experts import EXPERTS
@@ -131,6 +131,19 @@ _LLAMA_FIELDS = (
 )
 
 
+def _released_experts(values: dict[str, Any], base: MoVAConfig) -> dict[str, dict[str, Any]]:
+    """The experts a release was built with: its ``mm_vision_tower`` list (base CLIP first, then
+    ``vision_tower_1..N``) matched to the experts' ``legacy_index``; without the list, mova-8b's."""
+    towers = values.get("mm_vision_tower")
+    if not isinstance(towers, list):
+        return dict(base.experts)
+    by_index = {cls.legacy_index: name for name, cls in EXPERTS.items() if cls.legacy_index is not None}
+    unknown = [index for index in range(1, len(towers)) if index not in by_index]
+    if unknown:
+        raise ConfigError(f"mm_vision_tower has {len(towers)} entries; no expert has legacy index {unknown[0]}")
+    return expert_configs([by_index[index] for index in range(1, len(towers))])
+
+
 def config_from_released(values: dict[str, Any]) -> MoVAConfig:
     """Read a released (LLaVA-style, ``model_type: mova_llama``) config.json into a MoVAConfig."""
     from dataclasses import replace
@@ -146,7 +159,7 @@ def config_from_released(values: dict[str, Any]) -> MoVAConfig:
     text = dict(sub.get("text", base.text))
     text.update({k: values[k] for k in _LLAMA_FIELDS if k in values and values[k] is not None})
     base_encoder = dict(sub.get("base_encoder", base.base_encoder))
-    experts = dict(sub.get("experts", base.experts))
+    experts = dict(sub["experts"]) if "experts" in sub else _released_experts(values, base)
     adapter = replace(base.adapter, text_encoder=dict(sub.get("text_encoder", base.adapter.text_encoder)))
     adapter_sub = sub.get("adapter", {})
     if adapter_sub:

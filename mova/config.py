@@ -6,6 +6,7 @@ modules are built, never stored in it.
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,25 @@ _BERT_LARGE = {
 }
 
 
+# Source: the release's mm_vision_tower list (vision_tower_1 .. vision_tower_7), router letters A..G. The
+# presets name their experts here, so registering an 8th expert leaves the released model as it is.
+RELEASED_EXPERTS = ("dinov2", "vary_sam_b", "codetr", "pix2struct", "deplot", "biomedclip", "sam_h")
+
+
+def expert_configs(names: Sequence[str], *, tiny: bool = False) -> dict[str, dict[str, Any]]:
+    """``MoVAConfig.experts`` enabling ``names``: each expert's default (or tiny) config, registry order."""
+    for name in names:
+        get_expert(name)
+    ordered = [name for name in EXPERTS if name in names]
+    return {name: (EXPERTS[name].tiny_config() if tiny else EXPERTS[name].config_class()).to_dict() for name in ordered}
+
+
 def _mova_8b() -> MoVAConfig:
     return MoVAConfig(
         name="mova-8b",
         text=dict(_LLAMA3_8B),
         base_encoder=dict(_CLIP_L14_672),
-        experts={name: cls.config_class().to_dict() for name, cls in EXPERTS.items()},
+        experts=expert_configs(RELEASED_EXPERTS),
         adapter=AdapterConfig(text_encoder=dict(_BERT_LARGE)),
     )
 
@@ -228,7 +242,7 @@ def _tiny_random() -> MoVAConfig:
             "layer_norm_eps": 1e-5,
             "select_layer": -2,
         },
-        experts={name: cls.tiny_config().to_dict() for name, cls in EXPERTS.items()},
+        experts=expert_configs(RELEASED_EXPERTS, tiny=True),
         adapter=AdapterConfig(
             grid_size=8,
             num_layers=2,
@@ -294,4 +308,12 @@ def _small_random() -> MoVAConfig:
 
 PRESETS = {"mova-8b": _mova_8b, "tiny-random": _tiny_random, "small-random": _small_random}
 
-__all__ = ["AdapterConfig", "RoutingConfig", "MoVAConfig", "PRESETS", "CONFIG_FILE"]
+__all__ = [
+    "CONFIG_FILE",
+    "PRESETS",
+    "RELEASED_EXPERTS",
+    "AdapterConfig",
+    "MoVAConfig",
+    "RoutingConfig",
+    "expert_configs",
+]

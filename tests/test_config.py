@@ -70,7 +70,16 @@ def _released_8b() -> dict:
         "mm_hidden_size": 1024,
         "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch",
-        "mm_vision_tower": ["openai/clip-vit-large-patch14-336", "facebook/dinov2-giant"],
+        "mm_vision_tower": [  # spec 4 / 15 #4: base CLIP, then vision_tower_1..7
+            "openai/clip-vit-large-patch14-336",
+            "facebook/dinov2-giant",
+            "vary-vit-base-patch16-1024",
+            "codetr-vit-large",
+            "google/pix2struct-large",
+            "google/deplot",
+            "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+            "facebook/sam-vit-huge",
+        ],
         "expert_channels": [1536, 512, 256, 1536, 768, 768, 256],
         "image_feat_size": 48,
         "topk": 3,
@@ -89,6 +98,16 @@ def test_released_config_reads_into_the_mova_8b_architecture():
     assert config.experts == reference.experts and config.base_encoder == reference.base_encoder
     assert config.adapter == reference.adapter
     assert {k: config.text[k] for k in reference.text} == reference.text
+
+
+def test_released_experts_come_from_the_release_tower_list():
+    values = _released_8b()
+    values["mm_vision_tower"] = values["mm_vision_tower"][:3]
+    values["expert_channels"] = [1536, 512]
+    assert config_from_released(values).enabled_experts == ["dinov2", "vary_sam_b"]
+    values["mm_vision_tower"] = [*_released_8b()["mm_vision_tower"], "an/unknown-ninth-tower"]
+    with pytest.raises(ConfigError, match="no expert has legacy index 8"):
+        config_from_released(values)
 
 
 def test_released_fields_override_the_preset():
