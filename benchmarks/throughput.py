@@ -58,7 +58,7 @@ def _requests(args: argparse.Namespace):
     ]
 
 
-def _reference_pair(loaded, request) -> list:
+def reference_pair(loaded, request) -> list:
     """One pair the way the reference runs it (spec section 1), with nothing kept for the next pair."""
     import torch
 
@@ -102,7 +102,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     requests = _requests(args)
     start = time.perf_counter()
     if mode == "reference":
-        outputs = [_reference_pair(loaded, request) for request in requests]
+        outputs = [reference_pair(loaded, request) for request in requests]
     else:
         engine = mova.Engine(loaded, batch_size=args.batch_size)
         outputs = []

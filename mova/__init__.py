@@ -32,6 +32,7 @@ _EXPORTS = {
     "TINY_RANDOM": "constants",
     "FetchedCheckpoint": "pretrained",
     "LoadedModel": "pretrained",
+    "build_random": "pretrained",
     "convert_checkpoint": "pretrained",
     "fetch_checkpoint": "pretrained",
     "load_model": "pretrained",

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .batch_sizing import AUTO, auto_batch_size
+from .device_map import execution_device
 from .errors import ConfigError, InputError, MoVAError
 from .experts import BASE_PREPROCESS_KEY
 from .language_model import generate, splice_image_features
@@ -79,29 +81,45 @@ class Engine:
 
     Args:
         loaded: the model and processor (``mova.load_model``).
-        batch_size: requests per batch (every stage; experts run on the sub-batch that chose them).
+        batch_size: requests per batch (every stage; experts run on the sub-batch that chose them), or
+            ``"auto"``: sized from the accelerator's free memory (``mova.batch_sizing``). Either way, a
+            stage that runs out of memory is split in halves and later batches are no larger.
         cache_pages: pages whose features stay cached (on the model's device) for later prompts.
         cache_questions: question features (BERT) kept for reuse.
     """
 
-    def __init__(self, loaded: LoadedModel, *, batch_size: int = 8, cache_pages: int = 32, cache_questions: int = 256):
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(
+        self, loaded: LoadedModel, *, batch_size: int | str = 8, cache_pages: int = 32, cache_questions: int = 256
+    ):
         self.model = loaded.model
         self.processor = loaded.processor
         self.config = loaded.model.config
+        self._base_device = execution_device(self.model.base_encoder)
+        if batch_size == AUTO:
+            batch_size = auto_batch_size(self.config, device=self.model.device, dtype=self.model.dtype)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1 or {AUTO!r}, got {batch_size!r}")
         self.batch_size = batch_size
         self.stats = EngineStats()
         self._pages: _LRU = _LRU(max(cache_pages, batch_size))
         self._questions: _LRU = _LRU(max(cache_questions, batch_size))
 
     # --- public ----------------------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> dict[str, torch.Tensor]:
+        """The base encoder's input of one page, to compute ahead (``Request.pixel_values``, e.g. in the
+        CLI's prefetch threads). Page-locked when the base encoder is on CUDA, so that the engine's copy
+        to the GPU does not block (``_read``)."""
+        inputs = self.processor.preprocess(image, [BASE_PREPROCESS_KEY])
+        if self._base_device.type == "cuda":
+            inputs = {key: value.pin_memory() for key, value in inputs.items()}
+        return inputs
+
     def run(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Results in request order, one batch at a time (streamed as each batch finishes)."""
         batch: list[Request] = []
         for request in requests:
             batch.append(request)
-            if len(batch) == self.batch_size:
+            if len(batch) >= self.batch_size:  # the size may shrink during the run (out of memory)
                 yield from self._run_batch(batch)
                 batch = []
         if batch:
@@ -155,8 +173,9 @@ class Engine:
         try:
             fn(items)
         except Exception as exc:  # NOTE: deliberate: any failure is isolated and reported per item
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
+            if isinstance(exc, torch.cuda.OutOfMemoryError):  # = torch.OutOfMemoryError (torch >= 2.5)
                 torch.cuda.empty_cache()
+                self._shrink(len(items))
             if len(items) == 1:
                 logger.debug("%s failed for one item", stage, exc_info=True)
                 items[0].fail(stage, exc)
@@ -168,6 +187,13 @@ class Engine:
         elapsed = (time.perf_counter() - start) * 1000
         for item in items:
             item.result.timings_ms[stage] = item.result.timings_ms.get(stage, 0.0) + elapsed
+
+    def _shrink(self, failed: int) -> None:
+        """After ``failed`` items ran out of memory together, later batches hold at most half as many."""
+        smaller = max(1, failed // 2)
+        if smaller < self.batch_size:
+            logger.warning("out of memory with %d items: batch size %d -> %d", failed, self.batch_size, smaller)
+            self.batch_size = smaller
 
     def _page(self, item: _Item) -> _Page:
         return self._pages.get_or_create(item.request.image_key, _Page)
@@ -184,7 +210,9 @@ class Engine:
     def _read(self, items: list[_Item]) -> None:
         for item in items:
             page = self._page(item)
-            page.inputs.update(item.request.pixel_values)
+            for key, value in item.request.pixel_values.items():
+                # pinned inputs (``preprocess``) start their copy now, without waiting for it
+                page.inputs[key] = value.to(self._base_device, non_blocking=True) if value.is_pinned() else value
             if page.image is None:
                 image = item.request.image
                 page.image = image() if callable(image) else image

@@ -184,7 +184,24 @@ class GpusType(click.ParamType):
         return gpus
 
 
+class BatchSizeType(click.ParamType):
+    """A positive integer, or ``auto`` (sized from the GPU's free memory; 4 on a CPU; see mova.batch_sizing)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or int(text) < 1:
+            self.fail(f"{value!r} is not a positive integer or 'auto'", param, ctx)
+        return int(text)
+
+
 PAGES = PagesType()
+BATCH_SIZE = BatchSizeType()
 EXPERT_LIST = ExpertsType()
 MAX_MEMORY = MaxMemoryType()
 SHARD = ShardType()
@@ -562,11 +579,13 @@ def output_options(fn: Callable) -> Callable:
 
 
 __all__ = [
+    "BATCH_SIZE",
     "EXPERT_LIST",
     "GPUS",
     "MAX_MEMORY",
     "PAGES",
     "SHARD",
+    "BatchSizeType",
     "ExpertChoice",
     "ExpertsType",
     "GpusType",

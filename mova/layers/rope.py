@@ -43,6 +43,13 @@ class VisionRotaryEmbedding(nn.Module):
         self.register_buffer("freqs_cos", cos)
         self.register_buffer("freqs_sin", sin)
 
+    @torch.no_grad()
+    def reset_tables(self) -> None:
+        """Refill the tables in place (after ``to_empty``, when no checkpoint provides them)."""
+        cos, sin = rope_tables(self.dim, self.pt_seq_len, self.ft_seq_len, self.theta)
+        self.freqs_cos.copy_(cos)
+        self.freqs_sin.copy_(sin)
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """t: (..., N, 2 * dim) with N = ft_seq_len**2 -> same shape, rotated."""
         return t * self.freqs_cos + rotate_half(t) * self.freqs_sin

@@ -26,6 +26,7 @@ from mova.constants import RANDOM_PRESETS, canonical_dtype, hub_offline
 from mova.requests import GenerationConfig, Request, Result
 
 from ..options import (
+    BATCH_SIZE,
     ExpertChoice,
     expert_options,
     generation_options,
@@ -55,7 +56,7 @@ class ModelSettings:
     device: str
     dtype: str
     attn: str
-    batch_size: int
+    batch_size: int | str  # or "auto"
     device_map: str | None = None
     max_memory: dict[int | str, int] | None = None
     offload_dir: str | None = None
@@ -127,11 +128,8 @@ def open_model(settings: ModelSettings) -> ModelSession:
     )
     engine = mova.Engine(loaded, batch_size=settings.batch_size)
 
-    def preprocess(image: Any) -> dict[str, Any]:
-        return loaded.processor.preprocess(image, [mova.experts.BASE_PREPROCESS_KEY])
-
     info = ModelInfo(id=settings.model_id, revision=loaded.revision, dtype=dtype)
-    return ModelSession(engine=engine, info=info, preprocess=preprocess)
+    return ModelSession(engine=engine, info=info, preprocess=engine.preprocess)
 
 
 def _mova_version() -> str:
@@ -196,7 +194,13 @@ class _DeferredPreprocess:
 @model_options
 @placement_options
 @click.option(
-    "-b", "--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items per model batch."
+    "-b",
+    "--batch-size",
+    type=BATCH_SIZE,
+    default=4,
+    show_default=True,
+    help="Items per model batch, or auto: as many as the GPU's free memory holds (4 on a CPU); halved after "
+    "running out of memory.",
 )
 @generation_options
 @expert_options
