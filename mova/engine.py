@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .answer_schema import AnswerSchema
 from .batch_sizing import AUTO, auto_batch_size
 from .device_map import execution_device
 from .errors import ConfigError, InputError, MoVAError
@@ -103,6 +104,7 @@ class Engine:
         self.stats = EngineStats()
         self._pages: _LRU = _LRU(max(cache_pages, batch_size))
         self._questions: _LRU = _LRU(max(cache_questions, batch_size))
+        self._schema_tokenizer = None  # made on the first request with a schema
 
     # --- public ----------------------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> dict[str, torch.Tensor]:
@@ -344,6 +346,8 @@ class Engine:
             ],
         )
         options = items[0].request.generation
+        schemas = [item.request.schema for item in items]
+        mask = self._schema_mask(schemas) if any(schemas) else None
         outputs = generate(
             self.model.language_model,
             prompt,
@@ -352,13 +356,31 @@ class Engine:
             temperature=options.temperature,
             top_p=options.top_p,
             row_seeds=[row_seed(options.seed, item.request.image_key, item.request.prompt) for item in items],
+            token_mask=mask,
         )
-        for item, length, tokens_out, gate in zip(items, prompt.lengths, outputs, gates, strict=True):
+        complete = mask.complete(outputs) if mask is not None else {}
+        for row, (item, length, tokens_out, gate) in enumerate(zip(items, prompt.lengths, outputs, gates, strict=True)):
             item.result.answer = self.processor.decode(tokens_out)
             item.result.gate_weights = gate.tolist()
             item.result.prompt_tokens = length
             item.result.answer_tokens = len(tokens_out)
+            if item.request.schema is not None:
+                try:
+                    item.result.answer_json = item.request.schema.parse(item.result.answer, complete=complete[row])
+                except MoVAError as exc:
+                    item.fail("answer", exc)
         self.stats.answer_items += len(items)
+
+    def _schema_mask(self, schemas: list[AnswerSchema | None]) -> Any:
+        from .schema_mask import SchemaTokenizer
+
+        if self._schema_tokenizer is None:
+            self._schema_tokenizer = SchemaTokenizer(
+                self.processor.tokenizer,
+                eos_token_id=self.processor.eos_token_id,
+                vocab_size=self.model.language_model.config.vocab_size,
+            )
+        return self._schema_tokenizer.mask(schemas)
 
 
 def _missing() -> torch.Tensor:

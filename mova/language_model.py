@@ -10,7 +10,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 from transformers import GenerationConfig as HFGenerationConfig
 
 from .constants import IMAGE_TOKEN_INDEX
@@ -171,13 +171,17 @@ def generate(
     temperature: float = 0.0,
     top_p: float | None = None,
     row_seeds: Sequence[int] | None = None,
+    token_mask: LogitsProcessor | None = None,
 ) -> list[list[int]]:
     """Decode new tokens for each prompt; each list ends at (and includes) the first eos, if any.
 
     Greedy when ``temperature == 0``. Otherwise each row samples (temperature, then ``top_p``) from its
     own generator seeded with ``row_seeds[i]``, so its tokens do not depend on the rest of the batch.
+    ``token_mask`` (e.g. a ``SchemaMask``) forbids tokens per row before the choice is made.
     """
     processors = LogitsProcessorList()
+    if token_mask is not None:
+        processors.append(token_mask)
     if temperature > 0:
         if row_seeds is None:
             raise ValueError("sampling needs one seed per row")

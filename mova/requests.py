@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from .answer_schema import AnswerSchema
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -35,6 +37,8 @@ class Request:
         prompt: the user's question (the ``<image>`` placeholder is added by the template).
         system: the answer pass's system text in place of the template's (None: the template's);
             the routing pass always uses the template's, as upstream.
+        schema: the JSON schema the answer must meet (decoding is constrained to it; the routing pass
+            never is); the result then carries the parsed value.
         experts: None = let the router choose; a tuple forces those experts (empty = none).
         route_only: stop after the routing pass.
         pixel_values: preprocessed tensors already computed (by preprocess key), e.g. by workers.
@@ -45,6 +49,7 @@ class Request:
     image: "Image.Image | Callable[[], Image.Image]"
     prompt: str
     system: str | None = None
+    schema: "AnswerSchema | None" = None
     experts: tuple[str, ...] | None = None
     route_only: bool = False
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -68,6 +73,7 @@ class Result:
     tag: Any
     routing: RoutingDecision | None = None
     answer: str | None = None
+    answer_json: Any = None  # the parsed answer of a request with a schema
     prompt_tokens: int = 0
     router_tokens: int = 0
     answer_tokens: int = 0

@@ -6,6 +6,10 @@ Plain text is one line per record, so line N is item N (``wc -l``, ``paste``, ``
 with its newlines written as ``\\n`` (and backslashes doubled, so the line reads back exactly); an
 error record as ``ERROR stage/type: message``; a ``--route-only`` record as ``experts: a,b`` (or
 ``experts: none``).
+
+Structured answers (``--schema``): CSV and Markdown get one more column per top-level property of
+the records' schemas (``answer.total``, ``answer.currency``, in the schema's order, then the next
+schema's new ones), holding that field of ``answer_json`` (nested values as compact JSON).
 """
 
 import csv
@@ -18,6 +22,7 @@ import orjson
 FORMATS = ("csv", "md", "json", "text")
 ERROR_PREFIX = "ERROR "
 COLUMNS = ("id", "path", "page", "prompt_id", "prompt", "status", "answer", "experts", "router_text", "error")
+FIELD_PREFIX = "answer."  # columns of a schema's top-level properties
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
@@ -59,19 +64,42 @@ def _text_line(record: dict[str, Any]) -> str:
     return _one_line(record.get("answer") or "")
 
 
+def _schema_fields(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The top-level properties of every schema the records were answered under, first seen first."""
+    fields: dict[str, None] = {}
+    for record in records:
+        schema = (record.get("prompt") or {}).get("schema")
+        if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+            fields.update(dict.fromkeys(schema["properties"]))
+    return list(fields)
+
+
+def _field_cells(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    value = record.get("answer_json")
+    cells = {}
+    for name in fields:
+        cell = value.get(name) if isinstance(value, dict) else None
+        if isinstance(cell, dict | list):
+            cell = orjson.dumps(cell).decode()
+        cells[FIELD_PREFIX + name] = cell
+    return cells
+
+
 def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
     """All ``records`` in ``fmt`` (one of ``FORMATS``)."""
     if fmt == "json":
         return orjson.dumps(list(records), option=orjson.OPT_INDENT_2) + b"\n"
-    rows = [_row(record) for record in records]
+    fields = _schema_fields(records)
+    extra = [FIELD_PREFIX + name for name in fields]
+    rows = [{**_row(record), **_field_cells(record, fields)} for record in records]
     if fmt == "csv":
         buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue().encode()
     if fmt == "md":
-        columns = ("path", "page", "prompt", "status", "answer", "experts", "error")
+        columns = ("path", "page", "prompt", "status", "answer", *extra, "experts", "error")
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |" for row in rows]
         return ("\n".join(lines) + "\n").encode()
@@ -80,4 +108,4 @@ def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-__all__ = ["COLUMNS", "ERROR_PREFIX", "FORMATS", "render"]
+__all__ = ["COLUMNS", "ERROR_PREFIX", "FIELD_PREFIX", "FORMATS", "render"]

@@ -17,7 +17,18 @@ from typing import Any
 
 SCHEMA = "mova.manifest/1"
 SECRET_OPTIONS = {"password"}
-PACKAGES = ("mova", "torch", "transformers", "accelerate", "safetensors", "pillow", "pymupdf", "orjson", "click")
+PACKAGES = (
+    "mova",
+    "torch",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "pillow",
+    "pymupdf",
+    "orjson",
+    "click",
+    "llguidance",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +50,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if hasattr(value, "label"):  # ExpertChoice
         return value.label
+    if isinstance(getattr(value, "value", None), dict):  # AnswerSchema (--schema): the schema itself
+        return value.value
     return getattr(value, "name", None) or str(value)  # open files (--files-from) by name
 
 

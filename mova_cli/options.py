@@ -200,12 +200,43 @@ class BatchSizeType(click.ParamType):
         return int(text)
 
 
+class SchemaType(click.ParamType):
+    """A JSON Schema: inline JSON (``{"type": "object", ...}``) or a file holding one."""
+
+    name = "FILE|JSON"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import json
+
+        from mova.answer_schema import AnswerSchema
+        from mova.errors import InputError
+
+        if isinstance(value, AnswerSchema):
+            return value
+        text = str(value)
+        where = "inline JSON"
+        if not text.lstrip().startswith("{"):
+            where = text
+            try:
+                with open(text, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                self.fail(f"{value!r} is neither inline JSON (starting with '{{') nor a readable file: {exc}", param)
+        try:
+            return AnswerSchema.from_value(json.loads(text))
+        except ValueError as exc:
+            self.fail(f"{where} is not JSON: {exc}", param, ctx)
+        except InputError as exc:
+            self.fail(f"{where}: {exc}", param, ctx)
+
+
 PAGES = PagesType()
 BATCH_SIZE = BatchSizeType()
 EXPERT_LIST = ExpertsType()
 MAX_MEMORY = MaxMemoryType()
 SHARD = ShardType()
 GPUS = GpusType()
+SCHEMA = SchemaType()
 
 # --- verbosity (accepted on the root group and on commands) ---------------------------------------
 
@@ -584,6 +615,7 @@ __all__ = [
     "GPUS",
     "MAX_MEMORY",
     "PAGES",
+    "SCHEMA",
     "SHARD",
     "BatchSizeType",
     "ExpertChoice",
@@ -591,6 +623,7 @@ __all__ = [
     "GpusType",
     "MaxMemoryType",
     "PagesType",
+    "SchemaType",
     "ShardType",
     "Verbosity",
     "expert_options",

@@ -83,7 +83,7 @@ def parse_pages(text: str) -> PageSelection:
 
 # --- prompts ------------------------------------------------------------------------------------
 
-NATIVE_KEYS = ("id", "prompt", "file", "pages", "system")
+NATIVE_KEYS = ("id", "prompt", "file", "pages", "system", "schema")
 REFERENCE_KEYS = ("question_id", "image", "text")
 
 
@@ -99,6 +99,8 @@ class PromptSpec:
         pages: the pages of that input (or of every input) it applies to; None = all selected.
         line: 1-based line of the prompts file it came from (None for ``-p``).
         system: the answer pass's system text (``-s`` or the line's ``system``); None: the template's.
+        schema: the ``mova.answer_schema.AnswerSchema`` its answers must meet (``--schema`` or the
+            line's ``schema``); None: free text.
     """
 
     id: str
@@ -108,6 +110,7 @@ class PromptSpec:
     pages: PageSelection | None = None
     line: int | None = None
     system: str | None = None
+    schema: Any = None
 
     def names(self, unit: Any) -> bool:
         """Whether ``file`` names this unit: its absolute path, or a trailing part of its relative path
@@ -136,9 +139,10 @@ class PromptProblem:
         return "sha256:" + hashlib.sha256(f"prompt-line\n{self.line}\n{self.raw}".encode()).hexdigest()
 
 
-def prompts_from_options(texts: Sequence[str], *, system: str | None = None) -> list[PromptSpec]:
-    """``-p`` prompts, numbered ``p1``, ``p2`` ... in the order given, with the ``-s`` system text."""
-    return [PromptSpec(id=f"p{i}", text=text, system=system) for i, text in enumerate(texts, start=1)]
+def prompts_from_options(texts: Sequence[str], *, system: str | None = None, schema: Any = None) -> list[PromptSpec]:
+    """``-p`` prompts, numbered ``p1``, ``p2`` ... in the order given, with the ``-s`` system text and
+    the ``--schema``."""
+    return [PromptSpec(id=f"p{i}", text=text, system=system, schema=schema) for i, text in enumerate(texts, start=1)]
 
 
 def _resolve_file(name: str, image_folder: str | None) -> str:
@@ -148,10 +152,13 @@ def _resolve_file(name: str, image_folder: str | None) -> str:
     return str(path.absolute())
 
 
-def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None, system: str | None) -> PromptSpec:
+def _prompt_from_object(
+    obj: dict[str, Any], line: int, image_folder: str | None, system: str | None, schema: Any
+) -> PromptSpec:
     """One JSONL object -> PromptSpec; raises ValueError with a message fit for the user.
 
-    ``system`` (``-s``) applies unless the line has its own ``system`` key (``null``: the template's).
+    ``system`` (``-s``) and ``schema`` (``--schema``) apply unless the line has its own ``system`` /
+    ``schema`` key (``null``: the template's system text, a free-text answer).
     """
     if "question_id" in obj or ("text" in obj and "prompt" not in obj):
         # The reference's question files: {"question_id", "image", "text", ...}; extra keys are ignored.
@@ -175,6 +182,8 @@ def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None
     system = obj.get("system", system)
     if system is not None and not isinstance(system, str):
         raise ValueError(f"system must be a string or null, got {type(system).__name__}")
+    if "schema" in obj:
+        schema = None if obj["schema"] is None else _schema(obj["schema"])
     selection = None
     if pages is not None:
         if isinstance(pages, int) and not isinstance(pages, bool):
@@ -192,16 +201,30 @@ def _prompt_from_object(obj: dict[str, Any], line: int, image_folder: str | None
         pages=selection,
         line=line,
         system=system,
+        schema=schema,
     )
 
 
+def _schema(value: Any) -> Any:
+    """A prompts line's ``schema`` (a JSON Schema object) -> ``AnswerSchema``, or ValueError."""
+    from mova.answer_schema import AnswerSchema  # no torch: the schema compiler only
+    from mova.errors import InputError
+
+    if not isinstance(value, dict):
+        raise ValueError(f"schema must be a JSON Schema object or null, got {type(value).__name__}")
+    try:
+        return AnswerSchema.from_value(value)
+    except InputError as exc:
+        raise ValueError(f"schema: {exc}") from None
+
+
 def load_prompts(
-    path: str | Path, *, image_folder: str | None = None, system: str | None = None
+    path: str | Path, *, image_folder: str | None = None, system: str | None = None, schema: Any = None
 ) -> tuple[list[PromptSpec], list[PromptProblem]]:
     """Read a prompts JSONL file: our format or the reference's question format, line by line.
 
-    Our format: ``{"id", "prompt", "file"?, "pages"?, "system"?}``; no ``file`` means every PATH input,
-    no ``system`` means the ``system`` given here (``-s``). The
+    Our format: ``{"id", "prompt", "file"?, "pages"?, "system"?, "schema"?}``; no ``file`` means every
+    PATH input, no ``system`` / ``schema`` means the ones given here (``-s``, ``--schema``). The
     reference's: ``{"question_id", "image", "text"}`` with ``image`` relative to ``image_folder``
     (relative ``file`` values are resolved against it too, else against the working directory).
     Blank lines are skipped; every other unusable line becomes a ``PromptProblem`` naming its line.
@@ -226,7 +249,7 @@ def load_prompts(
                 raise ValueError(f"not valid JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            prompt = _prompt_from_object(obj, number, image_folder, system)
+            prompt = _prompt_from_object(obj, number, image_folder, system, schema)
             if prompt.id in seen:
                 raise ValueError(f"duplicate id {prompt.id!r} (first used on line {seen[prompt.id]})")
         except ValueError as exc:
@@ -275,12 +298,17 @@ class RunParams:
         }
 
 
-def job_id(unit_hash: str, prompt_text: str, params: RunParams, *, system: str | None = None) -> str:
-    """``sha256:<hex>`` over the unit's content hash, the prompt text (and system text, when one is
-    given: ids of runs without one stay as they were) and the run parameters."""
+def job_id(
+    unit_hash: str, prompt_text: str, params: RunParams, *, system: str | None = None, schema: str | None = None
+) -> str:
+    """``sha256:<hex>`` over the unit's content hash, the prompt text (and the system text and the
+    schema's canonical text, when given: ids of runs without them stay as they were) and the run
+    parameters."""
     payload = {"unit": unit_hash, "prompt": prompt_text, **params.hash_fields()}
     if system is not None:
         payload["system"] = system
+    if schema is not None:
+        payload["schema"] = schema
     return "sha256:" + hashlib.sha256(jsonl.dumps(payload)).hexdigest()
 
 
@@ -376,12 +404,16 @@ def build_jobs(
 
 def _job_id_for(unit: Any, prompt: PromptSpec, params: RunParams) -> str:
     if unit.content_hash is not None:
-        return job_id(unit.content_hash, prompt.text, params, system=prompt.system)
+        return job_id(unit.content_hash, prompt.text, params, **_prompt_identity(prompt))
     # A broken input has no content hash: its identity is where it is and why it failed.
     error = unit.error
     where = "\0".join(map(str, (Path(unit.path).absolute(), unit.page, error.stage, error.type)))
     digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
-    return job_id("error:" + digest, prompt.text, params, system=prompt.system)
+    return job_id("error:" + digest, prompt.text, params, **_prompt_identity(prompt))
+
+
+def _prompt_identity(prompt: PromptSpec) -> dict[str, str | None]:
+    return {"system": prompt.system, "schema": None if prompt.schema is None else prompt.schema.text}
 
 
 def filter_done(jobs: Sequence[Job], previous: Iterable[dict[str, Any]], *, retry_failed: bool) -> Plan:

@@ -23,9 +23,10 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "id": (),
     "source": ("path", "rel_path", "path_base64", "sha256", "bytes", "kind", "page", "page_count", "page_label"),
     "render": ("dpi", "width", "height", "degraded"),
-    "prompt": ("id", "text", "system"),
+    "prompt": ("id", "text", "system", "schema"),
     "status": (),
     "answer": (),
+    "answer_json": (),
     "experts": ("chosen", "letters", "router_text", "forced", "gate"),
     "error": ("stage", "type", "message", "retries"),
     "warnings": (),
@@ -111,8 +112,14 @@ def _render(job: Job, size: tuple[int, int] | None) -> dict[str, Any]:
 
 def _prompt(job: Job) -> dict[str, Any]:
     if job.prompt is None:
-        return {"id": None, "text": None, "system": None}
-    return {"id": job.prompt.id, "text": job.prompt.text, "system": job.prompt.system}
+        return {"id": None, "text": None, "system": None, "schema": None}
+    schema = job.prompt.schema
+    return {
+        "id": job.prompt.id,
+        "text": job.prompt.text,
+        "system": job.prompt.system,
+        "schema": None if schema is None else schema.value,
+    }
 
 
 def _gen(params: RunParams) -> dict[str, Any]:
@@ -144,6 +151,7 @@ def build_record(
     *,
     status: str,
     answer: str | None = None,
+    answer_json: Any = None,
     routing: Any = None,
     gate: Any = None,
     error: dict[str, Any] | None = None,
@@ -160,6 +168,7 @@ def build_record(
         context: run-wide values.
         status: ``ok`` or ``error``.
         answer: the answer text (None for errors and ``--route-only``).
+        answer_json: the parsed answer of a prompt with a schema (None otherwise).
         routing: a ``RoutingDecision`` (experts, letters, raw_text, forced) or None.
         gate: MoV-Adapter gate weights, when the engine reports them.
         error: ``{"stage", "type", "message"}`` for error records.
@@ -189,6 +198,7 @@ def build_record(
         "prompt": _prompt(job),
         "status": status,
         "answer": answer if ok else None,
+        "answer_json": answer_json if ok else None,
         "experts": experts,
         "error": None if error is None else {**error, "retries": error.get("retries", 0)},
         "warnings": list(warnings),
@@ -226,6 +236,7 @@ def record_from_result(job: Job, result: Any, context: RecordContext, **extra: A
         context,
         status="ok",
         answer=result.answer,
+        answer_json=result.answer_json,
         routing=result.routing,
         gate=result.gate_weights,
         usage=(result.prompt_tokens, result.router_tokens, result.answer_tokens),

@@ -27,6 +27,7 @@ from mova.requests import GenerationConfig, Request, Result
 
 from ..options import (
     BATCH_SIZE,
+    SCHEMA,
     ExpertChoice,
     expert_options,
     generation_options,
@@ -175,8 +176,8 @@ class _DeferredPreprocess:
     "--prompts",
     "prompts_file",
     type=click.Path(exists=True, dir_okay=False),
-    help='JSONL of prompts: {"id", "prompt", "file"?, "pages"?, "system"?} per line (no "file": every input), or '
-    'the reference\'s {"question_id", "image", "text"}.',
+    help='JSONL of prompts: {"id", "prompt", "file"?, "pages"?, "system"?, "schema"?} per line (no "file": every '
+    'input), or the reference\'s {"question_id", "image", "text"}.',
 )
 @click.option(
     "-s",
@@ -184,6 +185,14 @@ class _DeferredPreprocess:
     default=None,
     help="System prompt of the answer pass, in place of the template's (a prompts line's \"system\" key wins; "
     "routing keeps the reference's). Recorded in prompt.system.",
+)
+@click.option(
+    "--schema",
+    type=SCHEMA,
+    default=None,
+    help='JSON Schema every answer must meet (a file, or inline JSON such as \'{"type": "object", ...}\'): '
+    "decoding is constrained to it, records carry the parsed value in answer_json, and an answer that cannot "
+    'complete (e.g. cut by --max-new-tokens) is an error record. A prompts line\'s "schema" key wins.',
 )
 @click.option(
     "--image-folder",
@@ -524,12 +533,11 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         raise click.UsageError("--compact is a fixed set of --fields: use one of them")
     if options["top_p"] is not None and options["temperature"] == 0:
         logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
-    prompts = prompts_from_options(_prompt_texts(options), system=options["system"])
+    defaults = {"system": options["system"], "schema": options["schema"]}
+    prompts = prompts_from_options(_prompt_texts(options), **defaults)
     problems: list[Any] = []
     if options["prompts_file"]:
-        file_prompts, problems = load_prompts(
-            options["prompts_file"], image_folder=options["image_folder"], system=options["system"]
-        )
+        file_prompts, problems = load_prompts(options["prompts_file"], image_folder=options["image_folder"], **defaults)
         prompts += file_prompts
     if not prompts and not problems:
         raise click.UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
@@ -874,6 +882,7 @@ def _execute(
                         image=fetched.image,
                         prompt=job.prompt.text,
                         system=job.prompt.system,
+                        schema=job.prompt.schema,
                         experts=run.experts.forced,
                         route_only=run.params.route_only,
                         generation=generation,

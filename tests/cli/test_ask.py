@@ -28,6 +28,7 @@ RECORD_KEYS = [
     "prompt",
     "status",
     "answer",
+    "answer_json",
     "experts",
     "error",
     "warnings",
@@ -109,7 +110,7 @@ def test_records_on_stdout_progress_on_stderr(tmp_path, monkeypatch):
         "page_label": None,
     }
     assert record["render"] == {"dpi": 72, "width": 200, "height": 150, "degraded": False}
-    assert record["prompt"] == {"id": "p1", "text": "What is it?", "system": None}
+    assert record["prompt"] == {"id": "p1", "text": "What is it?", "system": None, "schema": None}
     assert records[0]["render"]["width"] == 48 and records[0]["render"]["dpi"] is None
     for record, request in zip(records, engine.requests, strict=True):
         assert record["status"] == "ok" and record["error"] is None
