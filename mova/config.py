@@ -135,12 +135,6 @@ class MoVAConfig:
             raise ConfigError(f"{name!r} is not a known preset; known: {', '.join(PRESETS)}")
         return replace(PRESETS[name](), **overrides)
 
-    def with_experts(self, names: list[str]) -> "MoVAConfig":
-        """The same config with only ``names`` enabled (registry order kept)."""
-        for name in names:
-            get_expert(name)
-        return replace(self, experts={e: self.experts[e] for e in self.experts if e in names})
-
 
 # --- presets --------------------------------------------------------------------------------------
 

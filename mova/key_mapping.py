@@ -8,7 +8,7 @@ mapping our names to the released ones).
 """
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -111,10 +111,6 @@ class KeyMapper:
                 out[released] = torch.cat([parts[i] for i in range(len(parts))], dim=0)
             items = out
         return items
-
-    def iter_to_ours(self, items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-        for name, tensor in items:
-            yield from self.to_ours(name, tensor)
 
 
 __all__ = ["KeyRule", "KeyMapper"]

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_state, parse_dtype, read_config, save_state
+from .checkpoint import load_state, save_state
 from .config import MoVAConfig
-from .constants import RANDOM_PRESETS, TINY_RANDOM, hub_offline
+from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, canonical_dtype, hub_offline
 from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .layers.rope import VisionRotaryEmbedding
 from .modeling import MoVAModel
 from .processing import MoVAProcessor
+from .released_config import read_config
 from .tokenization import (
     build_tiny_bert_tokenizer,
     build_tiny_llama_tokenizer,
@@ -69,6 +70,16 @@ def _randomize(model: MoVAModel, generator: torch.Generator) -> None:
             param.copy_(1 + 0.1 * noise)
         else:
             param.copy_(0.1 * noise)
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bf16"``, ``"bfloat16"`` or a torch dtype -> the torch dtype (float32, bfloat16 or float16)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = canonical_dtype(dtype)
+    if name not in DTYPE_NAMES:
+        raise ConfigError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 def build_tiny(

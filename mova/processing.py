@@ -51,15 +51,6 @@ class MoVAProcessor:
         self.eos_token_id: int = eos
 
     # --- images ----------------------------------------------------------------------------------------
-    def keys_for(self, experts: Iterable[str]) -> list[str]:
-        """Preprocess keys needed by the base encoder and ``experts`` (base first, no repeats)."""
-        keys = [BASE_PREPROCESS_KEY]
-        for name in experts:
-            key = self.expert_keys[name]
-            if key not in keys:
-                keys.append(key)
-        return keys
-
     def preprocess(self, image: Image.Image, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """One RGB page -> {key: float32 tensor without batch dim} for each requested key."""
         image = to_rgb(image)

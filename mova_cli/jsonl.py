@@ -129,11 +129,6 @@ def replace_atomically(path: str | Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def rewrite(path: str | Path, records: list[dict[str, Any]]) -> None:
-    """Atomically replace ``path`` with ``records``."""
-    replace_atomically(path, b"".join(dumps(r) for r in records))
-
-
 class JsonlWriter:
     """Appends records to a file (or stdout for ``'-'``), one whole line per ``write`` call.
 

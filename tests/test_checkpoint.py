@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import mova
-from mova.checkpoint import iter_tensors, read_config
+from mova.checkpoint import iter_tensors
 from mova.errors import CheckpointError
 from mova.pretrained import build_tiny
+from mova.released_config import read_config
 from mova_cli.main import cli
 
 
@@ -25,7 +26,7 @@ def _logits(loaded) -> torch.Tensor:
 
     model, processor = loaded.model, loaded.processor
     image = Image.new("RGB", (40, 30), (200, 30, 90))
-    inputs = processor.preprocess(image, processor.keys_for(model.config.enabled_experts))
+    inputs = processor.preprocess(image, ["clip", *dict.fromkeys(processor.expert_keys.values())])
     base = model.encode_base(inputs["clip"][None])
     experts = {
         name: model.encode_expert(name, inputs[processor.expert_keys[name]][None])

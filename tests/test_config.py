@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from mova.checkpoint import config_from_released, released_config
-from mova.config import PRESETS, MoVAConfig
+from mova.config import PRESETS, MoVAConfig, expert_configs
 from mova.errors import ConfigError, UnknownExpertError
 from mova.experts import EXPERTS
+from mova.released_config import config_from_released, released_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -34,7 +34,7 @@ def test_unknown_names_are_errors_that_list_the_known_ones():
     with pytest.raises(ConfigError, match="known: mova-8b"):
         MoVAConfig.from_name("mova-9b")
     with pytest.raises(UnknownExpertError, match="known: dinov2"):
-        MoVAConfig.from_name("tiny-random").with_experts(["layoutlm"])
+        expert_configs(["layoutlm"])
     values = MoVAConfig.from_name("tiny-random").to_dict()
     values["experts"]["sam_h"]["depth_typo"] = 3
     with pytest.raises(ConfigError, match="depth_typo"):

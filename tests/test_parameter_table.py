@@ -3,7 +3,7 @@
 from spec_rows import released_rows
 
 import mova
-from mova.config import MoVAConfig
+from mova.config import MoVAConfig, expert_configs
 
 
 def test_mova_8b_matches_every_released_name_and_shape():
@@ -27,7 +27,7 @@ def test_ours_and_released_layouts_list_the_same_tensors():
 
 
 def test_parameter_table_accepts_a_config_with_fewer_experts():
-    config = MoVAConfig.from_name("tiny-random").with_experts(["dinov2", "sam_h"])
+    config = MoVAConfig.from_name("tiny-random", experts=expert_configs(["dinov2", "sam_h"], tiny=True))
     names = [name for name, _ in mova.parameter_table(config)]
     assert any(n.startswith("model.vision_tower.vision_tower_7.") for n in names)
     assert not any(n.startswith("model.vision_tower.vision_tower_2.") for n in names)

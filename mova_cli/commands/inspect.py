@@ -42,26 +42,19 @@ def _config_summary(config: Any) -> dict[str, Any]:
 
 
 def _coverage(path: Any, expected: dict[str, tuple[int, ...]], layout: str) -> dict[str, Any]:
-    from mova.checkpoint import iter_tensors
+    from mova.checkpoint import iter_tensors, key_coverage
 
-    found: dict[str, tuple[int, ...]] = {name: tuple(tensor.shape) for name, tensor in iter_tensors(path)}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = sorted(
-        f"{name}: checkpoint {found[name]} vs model {expected[name]}"
-        for name in set(found) & set(expected)
-        if found[name] != expected[name]
-    )
+    coverage = key_coverage({name: tensor.shape for name, tensor in iter_tensors(path)}, expected)
     return {
         "layout": layout,
-        "expected": len(expected),
-        "present": len(expected) - len(missing),
-        "missing": len(missing),
-        "unexpected": len(unexpected),
-        "shape_mismatches": len(mismatched),
-        "first_missing": missing[:MAX_LISTED_KEYS],
-        "first_unexpected": unexpected[:MAX_LISTED_KEYS],
-        "first_shape_mismatches": mismatched[:MAX_LISTED_KEYS],
+        "expected": coverage.expected,
+        "present": coverage.present,
+        "missing": len(coverage.missing),
+        "unexpected": len(coverage.unexpected),
+        "shape_mismatches": len(coverage.mismatched),
+        "first_missing": coverage.missing[:MAX_LISTED_KEYS],
+        "first_unexpected": coverage.unexpected[:MAX_LISTED_KEYS],
+        "first_shape_mismatches": coverage.mismatched[:MAX_LISTED_KEYS],
     }
 
 
@@ -73,10 +66,10 @@ def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) 
         offline: never download a hub id.
         check_keys: read the checkpoint's tensor names and shapes and compare them with the model's.
     """
-    from mova.checkpoint import read_config
     from mova.config import PRESETS, MoVAConfig
     from mova.parameters import parameter_table
     from mova.pretrained import resolve_checkpoint
+    from mova.released_config import read_config
 
     path, layout = None, "preset"
     if spec in PRESETS:

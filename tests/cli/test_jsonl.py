@@ -94,9 +94,9 @@ def test_fsync_every_n_records_and_at_close(tmp_path, monkeypatch):
     assert len(calls) == 3  # and once at close
 
 
-def test_rewrite_replaces_atomically_without_leftovers(tmp_path):
+def test_replace_atomically_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text('{"id": "old"}\n')
-    jsonl.rewrite(path, [{"id": "a"}, {"id": "b"}])
+    jsonl.replace_atomically(path, jsonl.dumps({"id": "a"}) + jsonl.dumps({"id": "b"}))
     assert path.read_text() == '{"id":"a"}\n{"id":"b"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

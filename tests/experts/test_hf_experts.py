@@ -144,7 +144,8 @@ def test_dinov2_released_state_dict_loads_strictly_and_gives_the_same_output():
     assert "encoder.layer.1.attention.attention.query.weight" in released
     assert "encoder.layer.1.attention.output.dense.bias" in released
     assert not any("gate_proj" in k or "q_proj" in k for k in released)
-    mapped = dict(KeyMapper(Dinov2Expert.KEY_RULES).iter_to_ours(released.items()))
+    mapper = KeyMapper(Dinov2Expert.KEY_RULES)
+    mapped = dict(pair for name, tensor in released.items() for pair in mapper.to_ours(name, tensor))
     for name, tensor in source.state_dict().items():
         assert torch.equal(mapped[name], tensor), name
     target = Dinov2Expert(Dinov2Expert.tiny_config()).eval()
