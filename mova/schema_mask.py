@@ -5,6 +5,7 @@ tokens never depend on the rest of the batch: greedy structured answers are the 
 size. Rows without a schema are not touched, and a batch without any schema builds no mask at all.
 """
 
+import os
 from collections.abc import Sequence
 
 import numpy
@@ -14,6 +15,7 @@ from transformers import LogitsProcessor
 from .answer_schema import AnswerSchema
 
 _BITS = 32  # llguidance packs the allowed tokens as bits of int32 words
+_MIN_CPUS_FOR_THREADS = 4
 
 
 class SchemaTokenizer:
@@ -32,7 +34,9 @@ class SchemaTokenizer:
         self.eos_token_id = eos_token_id
         self.vocab_size = vocab_size
         self.ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=eos_token_id)
-        self.executor = llguidance.LLExecutor()
+        # NOTE: llguidance's thread pool takes 80% of the CPUs; with fewer than 4 it has one thread and
+        # handing rows to it costs more than computing them here (benchmarks/schema_answers.py).
+        self.executor = llguidance.LLExecutor() if (os.cpu_count() or 1) >= _MIN_CPUS_FOR_THREADS else None
 
     def mask(self, schemas: Sequence[AnswerSchema | None]) -> "SchemaMask":
         """A fresh mask for one ``generate`` call; ``schemas[i]`` constrains row i (None: free)."""
@@ -81,10 +85,13 @@ class SchemaMask(LogitsProcessor):
                 self._feed(row, tokens)
         self._bitmask.fill(-1)  # ended rows: everything allowed (HF replaces their token by padding)
         live = [(self.matchers[row], index) for index, row in enumerate(self.rows) if row not in self.ended]
-        if live:
+        row_bytes = self._bitmask.shape[1] * 4
+        if self.tokenizer.executor is not None and len(live) > 1:
             # All live rows' masks at once, on llguidance's threads, written straight into the buffer.
-            words = self._bitmask.shape[1]
-            self.tokenizer.executor.unsafe_compute_mask_ptr(live, self._bitmask.ctypes.data, words * 4, len(self.rows))
+            self.tokenizer.executor.unsafe_compute_mask_ptr(live, self._bitmask.ctypes.data, row_bytes, len(self.rows))
+        else:
+            for matcher, index in live:
+                matcher.unsafe_compute_mask_ptr(self._bitmask[index].ctypes.data, row_bytes)
         # (R, words) int32 words -> (R, V) bool, one bit per token id, lowest bit first (little-endian).
         bits = numpy.unpackbits(self._bitmask.view(numpy.uint8), axis=1, bitorder="little")[:, : scores.shape[1]]
         forbidden = torch.from_numpy(bits).to(scores.device) == 0
