@@ -271,7 +271,8 @@ def measure(loaded, clock: StageClock, device: torch.device, label: str, fn, pai
     seconds = time.perf_counter() - start
     timed = sum(clock.seconds.values())
     stage_ms = {stage: 1000 * clock.seconds.get(stage, 0.0) / pairs for stage in STAGES}
-    stage_ms["other"] = 1000 * max(seconds - timed, 0.0) / pairs  # Python, preprocessing, sampling
+    other = max(seconds - timed, 0.0)  # Python, preprocessing, sampling: the device waits meanwhile
+    stage_ms["other"] = 1000 * other / pairs
     tflops = {}
     for stage in ("base", "experts", "routing_prefill", "answer_prefill"):
         if clock.seconds.get(stage):
@@ -284,6 +285,7 @@ def measure(loaded, clock: StageClock, device: torch.device, label: str, fn, pai
         "pairs_per_second": pairs / seconds,
         "ms_per_pair": stage_ms,
         "peak_memory_gib": peak_memory_gib(device),
+        "host_share": other / seconds,  # upper bound of the device's idle share (it is synchronised per call)
         "achieved": tflops,
         "outputs": outputs,
     }
@@ -413,8 +415,8 @@ def main(argv=None) -> dict:
         "dtype": dtype_name,
     }
     big = size == "full"
-    summary["matmul_tflops"] = matmul_rate(device, dtype, size=8192 if big else 512, repeats=20 if big else 5)
-    summary["smoke"] = smoke(device, args.max_new_tokens)
+    summary["matmul_tflops"] = matmul_rate(device, dtype, size=8192 if big else 512, repeats=50 if big else 5)
+    summary["smoke"] = _recorded(lambda: smoke(device, args.max_new_tokens))
 
     start = time.perf_counter()
     loaded = mova.build_random(preset, device=device, dtype=dtype, seed=args.seed)
@@ -439,35 +441,28 @@ def main(argv=None) -> dict:
     for mode in modes:
         experts = mode_experts(mode, enabled)
         requests = make_requests(pages, prompts, experts, args.max_new_tokens)
-        plans = [("reference", None)] + [("engine", b) for b in batch_sizes]
         reference_outputs = None
-        for kind, batch in plans:
-            label = f"{mode} | {kind}" + (f" b={batch}" if batch is not None else "")
+        for batch in [None, *batch_sizes]:  # None: the reference-style loop
+            kind = "reference" if batch is None else "engine"
+            label = f"{mode} | {kind}" + ("" if batch is None else f" b={batch}")
             if time.perf_counter() - began > args.budget_s:
                 skipped.append(label)
                 continue
-            if kind == "reference":
-                chosen = requests[:reference_pairs]
-                report = measure(
-                    loaded,
-                    clock,
-                    device,
-                    label,
-                    lambda chosen=chosen: run_reference(loaded, chosen),
-                    len(chosen),
-                    summary["matmul_tflops"],
-                )
+            chosen = requests[:reference_pairs] if batch is None else requests
+            if batch is None:
+                work = lambda chosen=chosen: run_reference(loaded, chosen)  # noqa: E731
+            else:
+                work = lambda chosen=chosen, batch=batch: run_engine(loaded, chosen, batch)  # noqa: E731
+            try:
+                report = measure(loaded, clock, device, label, work, len(chosen), summary["matmul_tflops"])
+            except Exception as exc:  # a first run at full size may fail anywhere: record it, go on
+                runs.append({"run": label, "mode": mode, "kind": kind, "error": f"{type(exc).__name__}: {exc}"})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            if batch is None:
                 reference_outputs = report["outputs"]
             else:
-                report = measure(
-                    loaded,
-                    clock,
-                    device,
-                    label,
-                    lambda b=batch, requests=requests: run_engine(loaded, requests, b),
-                    len(requests),
-                    summary["matmul_tflops"],
-                )
                 report["batch_size"] = report["outputs"][-1][1]
                 report["outputs"] = report["outputs"][:-1]
                 if reference_outputs is not None:
@@ -477,19 +472,22 @@ def main(argv=None) -> dict:
             report.update(mode=mode, kind=kind)
             runs.append(report)
     for report in runs:
-        report.pop("outputs")
+        report.pop("outputs", None)
     summary["runs"] = runs
     summary["skipped_runs"] = skipped
+    measured = [r for r in runs if "error" not in r]
     for mode in modes:
-        reference = next((r for r in runs if r["mode"] == mode and r["kind"] == "reference"), None)
-        engines = [r for r in runs if r["mode"] == mode and r["kind"] == "engine"]
+        reference = next((r for r in measured if r["mode"] == mode and r["kind"] == "reference"), None)
+        engines = [r for r in measured if r["mode"] == mode and r["kind"] == "engine"]
         if reference and engines:
             best = max(engines, key=lambda r: r["pairs_per_second"])
             summary.setdefault("speedup", {})[mode] = {
                 "best_engine_batch": best["batch_size"],
                 "engine_over_reference": best["pairs_per_second"] / reference["pairs_per_second"],
             }
-    summary["oom_backoff"] = oom_backoff(loaded, device, mode_experts(modes[0], enabled), min(args.max_new_tokens, 4))
+    summary["oom_backoff"] = _recorded(
+        lambda: oom_backoff(loaded, device, mode_experts(modes[0], enabled), min(args.max_new_tokens, 4))
+    )
     summary["gpu_tests"] = {"status": "skipped", "reason": "--no-gpu-tests"} if args.no_gpu_tests else gpu_tests(device)
     summary["wall_seconds"] = time.perf_counter() - began
     print_table(summary)
@@ -498,6 +496,14 @@ def main(argv=None) -> dict:
     if args.out:
         Path(args.out).write_text(line + "\n")
     return summary
+
+
+def _recorded(check) -> dict:
+    """A check's report, or the error that stopped it (the rest of the run goes on)."""
+    try:
+        return check()
+    except Exception as exc:  # recorded in the summary, never hidden
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def print_table(summary: dict) -> None:
@@ -510,6 +516,9 @@ def print_table(summary: dict) -> None:
     head = "".join(f"{s[:12]:>13}" for s in (*STAGES, "other"))
     print(f"{'run':<40}{'pairs/s':>9}{'peak GiB':>9}   ms per pair:{head}")
     for r in summary["runs"]:
+        if "error" in r:
+            print(f"{r['run']:<40}  FAILED: {r['error']}")
+            continue
         peak = "-" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.1f}"
         stages = "".join(f"{r['ms_per_pair'][s]:>13.1f}" for s in (*STAGES, "other"))
         print(f"{r['run']:<40}{r['pairs_per_second']:>9.2f}{peak:>9}               {stages}")
