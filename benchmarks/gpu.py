@@ -49,6 +49,7 @@ from throughput import reference_pair  # noqa: E402
 
 import mova  # noqa: E402
 from mova import GenerationConfig, Request  # noqa: E402
+from mova.vision_attention import set_vision_attention  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
@@ -393,6 +394,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="runs not started this many seconds in are skipped (the OOM "
         "check and the gpu tests follow, so the whole stays under 8 minutes)",
     )
+    parser.add_argument(
+        "--vision-attention",
+        choices=["reference", "sdpa", "both"],
+        default="both",
+        help="vision encoders' attention (mova.vision_attention); both: also one sdpa run per mode",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gpu-tests", action="store_true")
     parser.add_argument("--out", help="also write the JSON summary here")
@@ -442,6 +449,8 @@ def main(argv=None) -> dict:
     )
     summary["flop_count_seconds"] = time.perf_counter() - start
     clock.install(loaded)
+    default_attention = "sdpa" if args.vision_attention == "sdpa" else "reference"
+    set_vision_attention(loaded.model, default_attention)
     # warm-up: kernels, allocator and autotuning, on every expert
     run_engine(loaded, make_requests(2, 1, tuple(enabled), 2), 2)
 
@@ -450,9 +459,14 @@ def main(argv=None) -> dict:
         experts = mode_experts(mode, enabled)
         requests = make_requests(pages, prompts, experts, args.max_new_tokens)
         reference_outputs = None
-        for batch in [None, *batch_sizes]:  # None: the reference-style loop
+        plans = [(None, "reference")] + [(batch, "reference") for batch in batch_sizes]
+        if args.vision_attention == "both":  # the option, measured beside the default at the largest batch
+            plans.append((max((b for b in batch_sizes if b != "auto"), default="auto"), "sdpa"))
+        engine_outputs = {}
+        for batch, vision in plans:  # batch None: the reference-style loop
             kind = "reference" if batch is None else "engine"
             label = f"{mode} | {kind}" + ("" if batch is None else f" b={batch}")
+            label += " vision sdpa" if vision == "sdpa" or args.vision_attention == "sdpa" else ""
             if time.perf_counter() - began > args.budget_s:
                 skipped.append(label)
                 continue
@@ -461,6 +475,8 @@ def main(argv=None) -> dict:
                 work = lambda chosen=chosen: run_reference(loaded, chosen)  # noqa: E731
             else:
                 work = lambda chosen=chosen, batch=batch: run_engine(loaded, chosen, batch)  # noqa: E731
+            if vision == "sdpa":
+                set_vision_attention(loaded.model, "sdpa")
             try:
                 report = measure(loaded, clock, device, label, work, len(chosen), summary["matmul_tflops"])
             except Exception as exc:  # a first run at full size may fail anywhere: record it, go on
@@ -468,6 +484,8 @@ def main(argv=None) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            finally:
+                set_vision_attention(loaded.model, default_attention)
             if batch is None:
                 reference_outputs = report["outputs"]
             else:
@@ -477,7 +495,15 @@ def main(argv=None) -> dict:
                     # the reference ran on the first --reference-pairs pairs only
                     same = [a == b for a, b in zip(reference_outputs, report["outputs"], strict=False)]
                     report["answers_equal_reference"] = sum(same) / len(same)
-            report.update(mode=mode, kind=kind)
+                if vision == "sdpa" and batch in engine_outputs:
+                    same = [a == b for a, b in zip(engine_outputs[batch], report["outputs"], strict=True)]
+                    report["answers_equal_reference_attention"] = sum(same) / len(same)
+                engine_outputs.setdefault(batch, report["outputs"])
+            report.update(
+                mode=mode,
+                kind=kind,
+                vision_attention=vision if args.vision_attention == "both" else args.vision_attention,
+            )
             runs.append(report)
     for report in runs:
         report.pop("outputs", None)
@@ -486,7 +512,7 @@ def main(argv=None) -> dict:
     measured = [r for r in runs if "error" not in r]
     for mode in modes:
         reference = next((r for r in measured if r["mode"] == mode and r["kind"] == "reference"), None)
-        engines = [r for r in measured if r["mode"] == mode and r["kind"] == "engine"]
+        engines = [r for r in measured if r["mode"] == mode and r["kind"] == "engine" and "sdpa" not in r["run"]]
         if reference and engines:
             best = max(engines, key=lambda r: r["pairs_per_second"])
             summary.setdefault("speedup", {})[mode] = {

@@ -39,6 +39,7 @@ _EXPORTS = {
     "save_tiny_checkpoint": "pretrained",
     "MoVAProcessor": "processing",
     "RoutingDecision": "routing",
+    "set_vision_attention": "vision_attention",
 }
 
 

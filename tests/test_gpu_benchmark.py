@@ -35,12 +35,14 @@ def test_gpu_script_runs_at_cpu_size(capsys):
     assert labels == [
         f"{mode} | {kind}"
         for mode in ("vary_sam_b,pix2struct", "routed")
-        for kind in ("reference", "engine b=2", "engine b=auto")
+        for kind in ("reference", "engine b=2", "engine b=auto", "engine b=2 vision sdpa")
     ]
     for run in summary["runs"]:
         assert run["pairs_per_second"] > 0
-        if run["kind"] == "engine":
+        if run["kind"] == "engine" and run["vision_attention"] == "reference":
             assert run["answers_equal_reference"] == 1.0  # float32: the engine gives the reference's tokens
+    fused = [r for r in summary["runs"] if r["vision_attention"] == "sdpa"]
+    assert len(fused) == 2 and all(0 <= r["answers_equal_reference_attention"] <= 1 for r in fused)
     auto = next(r for r in summary["runs"] if r["run"] == "routed | engine b=auto")
     assert auto["batch_size"] == 4  # the documented CPU fallback
     assert auto["ms_per_pair"]["routing_prefill"] > 0 and auto["ms_per_pair"]["answer_decode"] > 0

@@ -12,7 +12,8 @@ arguments here:
 - head: SAM's neck, or Co-DETR's ``out_norm`` plus a neck with a GELU in the middle.
 
 Parameter names are kept from the released checkpoint, so loading needs no renames. The attention is
-plain matmul-softmax in the tensor's dtype, as the release computes it.
+plain matmul-softmax in the tensor's dtype, as the release computes it, unless ``fused`` is set
+(``mova.vision_attention``: torch's fused SDPA kernels, an option).
 """
 
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class RelPosAttention(nn.Module):
         input_size: side of the (square) token map this block sees: the window size, or the grid.
     """
 
+    fused = False  # True: torch's SDPA with the bias as its mask (mova.vision_attention)
+
     def __init__(self, dim: int, num_heads: int, input_size: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -108,15 +111,18 @@ class RelPosAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)  # (B*nh, N, hd) each
 
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nh, N, N)
         # Decomposed bias: the query (unscaled) dotted with the row and column offset embeddings.
         r_q = q.reshape(b * self.num_heads, h, w, -1)
         rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, _relative_table(h, self.rel_pos_h))  # (B*nh, h, w, kh)
         rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, _relative_table(w, self.rel_pos_w))  # (B*nh, h, w, kw)
-        attn = attn.view(-1, h, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-        attn = attn.view(-1, h * w, h * w).softmax(dim=-1)
-
-        x = (attn @ v).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        if self.fused:
+            bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(-1, h * w, h * w)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nh, N, N)
+            attn = attn.view(-1, h, w, h, w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+            out = attn.view(-1, h * w, h * w).softmax(dim=-1) @ v
+        x = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(x)
 
 
@@ -128,6 +134,8 @@ class RopeAttention(nn.Module):
         num_heads: attention heads.
         rope: the rotary table for this block's token map; shared with other blocks (the same module).
     """
+
+    fused = False  # True: torch's SDPA (mova.vision_attention)
 
     def __init__(self, dim: int, num_heads: int, rope: VisionRotaryEmbedding) -> None:
         super().__init__()
@@ -154,9 +162,12 @@ class RopeAttention(nn.Module):
 
         q = self.rope(q).type_as(v)
         k = self.rope(k).type_as(v)
-        # NOTE: the scale is applied after RoPE, and softmax runs in the activations' dtype.
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1).type_as(x)
-        x = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            # NOTE: the scale is applied after RoPE, and softmax runs in the activations' dtype.
+            out = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1).type_as(x) @ v
+        x = out.transpose(1, 2).reshape(b, h * w, c)
         return self.proj(x).view(b, h, w, c)
 
 
