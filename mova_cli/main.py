@@ -7,7 +7,11 @@ This is the one place where exceptions become exit codes:
 1     some items failed (their error records are written; summary on stderr)
 2     usage error (bad option, bad value, unknown expert)
 3     model or setup failure (model not found, output not writable ...)
+75    the output is being written by another run (its lock is held); try again later
+129   terminated by SIGHUP (a closed terminal); records whole, as for Ctrl-C
 130   interrupted (Ctrl-C); every record written so far is complete
+141   stdout was closed by its reader (``mova ask ... | head -1``); nothing else went wrong
+143   terminated by SIGTERM (Slurm, systemd, ``timeout``); records whole, as for Ctrl-C
 ====  =====================================================================
 
 Nothing heavy is imported at module level: ``mova --help`` loads neither torch nor transformers.
@@ -33,6 +37,8 @@ from .commands.merge import merge
 from .commands.status import status
 from .distributed import ARGS_META_KEY
 from .options import get_verbosity, verbosity_options
+from .output_lock import OutputInUse
+from .signals import BROKEN_PIPE_EXIT, Terminated, silence_stdout, terminate_like_ctrl_c
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ class ExitCode(IntEnum):
     ITEMS_FAILED = 1
     USAGE = 2
     SETUP = 3
+    LOCKED = 75  # sysexits' EX_TEMPFAIL: a scheduler may simply try again later
     INTERRUPTED = 130
 
 
@@ -72,18 +79,26 @@ class MovaGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            result = super().invoke(ctx)
+            with terminate_like_ctrl_c():
+                result = super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("\nmova: interrupted; every record written so far is complete.", err=True)
             raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
+        except Terminated as exc:
+            message = f"mova: terminated ({exc.name}); every record written so far is complete: rerun to resume."
+            click.echo(message, err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OutputInUse as exc:
+            raise _error(str(exc), ExitCode.LOCKED) from exc
         except SetupError as exc:
             logger.debug("setup failure", exc_info=True)
             raise _error(str(exc), ExitCode.SETUP) from exc
         except OSError as exc:
-            if exc.errno == errno.EPIPE:
-                raise  # click quiets a closed stdout (e.g. `mova ask ... | head`)
+            if exc.errno == errno.EPIPE:  # the reader of stdout is gone (`mova ask ... | head -1`)
+                silence_stdout()
+                raise click.exceptions.Exit(BROKEN_PIPE_EXIT) from None
             logger.debug("setup failure", exc_info=True)
             raise _error(str(exc), ExitCode.SETUP) from exc
         except Exception as exc:
@@ -111,7 +126,8 @@ def cli(ctx: click.Context) -> None:
     features fused in. Every answer is one JSON line that also says which experts were used.
 
     \b
-    Exit codes: 0 ok, 1 some items failed, 2 usage error, 3 model/setup failure, 130 interrupted.
+    Exit codes: 0 ok, 1 some items failed, 2 usage error, 3 model/setup failure, 75 output in use by
+    another run, 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 stdout closed.
     """
     from .progress import configure_logging
 

@@ -89,7 +89,8 @@ def run_entry(
     counts: dict[str, int],
     world_size: int,
 ) -> dict[str, Any]:
-    """One run's entry. ``outcome``: completed | stopped (--max-errors) | interrupted | failed."""
+    """One run's entry. ``outcome``: completed | stopped (--max-errors) | interrupted (Ctrl-C) |
+    terminated (SIGTERM, SIGHUP) | failed."""
     return {
         "run_id": run_id,
         "started": started,

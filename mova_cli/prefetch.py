@@ -15,12 +15,14 @@ host memory stays flat however long the run. Every failure (error unit, decode e
 worker crash, preprocessing error) comes back as a value (``Prefetched.error``), never as an exception.
 """
 
+import ctypes
 import importlib
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -49,6 +51,7 @@ from .sources import (
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # imported by each worker before it takes work, so the first task's timeout is not spent importing
 DEFAULT_PRELOAD = ("PIL.Image", "pymupdf", "mova_cli.sources")
 
@@ -73,9 +76,27 @@ class WorkerCrashed(Exception):
 # --- worker processes -----------------------------------------------------------------------------
 
 
-def _worker_main(conn, preload: tuple[str, ...]) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when its parent dies, also by SIGKILL and also before the first task.
+
+    The pipe's EOF only tells a worker waiting for work; one still importing (start-up) would live on.
+    On Linux the kernel sends SIGKILL when the parent's spawning thread ends (``PR_SET_PDEATHSIG``);
+    a parent that died before that was set is seen by the parent pid having changed.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # an unusual libc: the checks below still hold
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _worker_main(conn, preload: tuple[str, ...], parent_pid: int) -> None:
     """Run ``fn(arg)`` for each ``(fn, arg)`` received and send back ``(ok, result or exception)``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent_pid)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)  # the parent handles these and then ends its workers
     for name in preload:
         importlib.import_module(name)
     conn.send(_READY)
@@ -207,7 +228,7 @@ class WorkerPool:
     def _spawn(self) -> None:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child_conn, self._preload), name="mova-loader", daemon=True
+            target=_worker_main, args=(child_conn, self._preload, os.getpid()), name="mova-loader", daemon=True
         )
         process.start()
         child_conn.close()  # so the parent sees EOF when the child dies

@@ -156,7 +156,8 @@ def read_records(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]
         try:
             result = jsonl.read_jsonl(path)
         except jsonl.JsonlError as exc:
-            raise PartError(str(exc)) from exc
+            remedy = f"`mova repair {path}` sets unreadable lines aside and keeps every good record"
+            raise PartError(f"{exc}; {remedy}") from exc
         if result.torn is not None:
             logger.info("%s: ignoring a torn last line (%d bytes)", path, len(result.torn))
         for number, record in enumerate(result.records, start=1):

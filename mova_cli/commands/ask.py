@@ -274,10 +274,14 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
 
     from ..distributed import ProcessGroup
     from ..manifest import utc_now
+    from ..output_checks import check_output
+    from ..output_lock import hold_outputs
     from ..prefetch import Prefetcher, default_workers
     from ..progress import JsonProgress, Summary
+    from ..signals import Terminated
 
     world = _world()
+    check_output(options["output"], inputs=_input_files(options))
     if options["gpus"] is not None and not options["dry_run"]:
         code = _launch_gpus(ctx, options, world)
         if code is not None:
@@ -293,6 +297,8 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
     try:
         with ExitStack() as stack:
             group = stack.enter_context(ProcessGroup()) if world.distributed else None
+            if not options["dry_run"]:
+                stack.enter_context(hold_outputs(_outputs(options["output"], options["shard"], world).locked()))
             offload_dir = stack.enter_context(_offload_dir(options))
             pool = Prefetcher(preprocess, workers=workers, timeout=options["timeout"]) if workers else nullcontext()
             with pool as prefetcher:
@@ -322,6 +328,9 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
                 except KeyboardInterrupt:
                     outcome = "interrupted"
                     raise
+                except Terminated:
+                    outcome = "terminated"
+                    raise
                 finally:
                     if events is not None:
                         events.end(summary)
@@ -338,6 +347,13 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
     if merged is not None and merged.failed:
         ctx.exit(1)
     return None if merged is not None else summary
+
+
+def _input_files(options: dict[str, Any]) -> list[str]:
+    """The files a run reads, none of which may be its output."""
+    handles = [options["files_from"], *options["prompt_files"]]
+    named = [handle.name for handle in handles if handle is not None and isinstance(handle.name, str)]
+    return [*options["paths"], *([options["prompts_file"]] if options["prompts_file"] else []), *named]
 
 
 def _world() -> Any:
@@ -453,6 +469,7 @@ class _Outputs:
         target: the file this process appends to: ``group``, or this rank's part of it.
         shards: the parts of the plan this process answers (``--shard``, then the rank).
         coordinated: no ``--shard``: the run owns every part file of ``base`` (else only ``group``'s ranks).
+        merges: this process tidies and merges ``group`` (rank 0).
     """
 
     base: str
@@ -460,6 +477,13 @@ class _Outputs:
     target: str
     shards: tuple[Any, ...] = ()
     coordinated: bool = True
+    merges: bool = True
+
+    def locked(self) -> list[str]:
+        """The files this process must hold alone: its own part, and (rank 0) the output it tidies and merges."""
+        if self.base == "-":
+            return []
+        return [self.group, self.target] if self.merges else [self.target]
 
     def owned(self) -> list[Path]:
         """The existing files this run may tidy and merge: ``group`` and the part files below it."""
@@ -485,7 +509,7 @@ def _outputs(output: str, shard: Any, world: Any) -> _Outputs:
         # An independent split of the shard: machines with different GPU counts still cover it exactly.
         shards.append(Shard(world.rank + 1, world.world_size, salt="rank"))
         target = str(rank_path(group, world.rank, world.world_size))
-    return _Outputs(output, group, target, tuple(shards), coordinated=shard is None)
+    return _Outputs(output, group, target, tuple(shards), coordinated=shard is None, merges=world.rank == 0)
 
 
 @dataclass
@@ -576,16 +600,13 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
     outputs = _outputs(output, options["shard"], world)
     found: list[tuple[str, dict[str, Any]]] = []
     if output != jsonl.STDOUT:
-        folder = Path(output).absolute().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise SetupError(f"cannot write {output}: {folder} is not a writable folder")
         if not options["overwrite"]:
             # What is done: the output and every part of it (other shards, ranks, earlier rank counts).
             done_files = [path for path in [Path(output), *part_files(output)] if path.exists()]
             try:
                 found = read_records(done_files)
             except PartError as exc:
-                raise SetupError(f"{exc}; it is not a mova output file that can be resumed (use --overwrite)") from exc
+                raise SetupError(f"cannot resume {output}: {exc}") from exc
     previous = [record for _, record in best_records(found)[0].values()]
 
     render = {
@@ -746,6 +767,7 @@ def _tidy_outputs(run: _Run) -> None:
 def _merge_parts(run: _Run, *, quiet: bool) -> Any:
     """Rank 0 at the end: merge the part files below the run's output into it (in plan order), then
     remove them. Returns the ``shards.Merged`` result, or None when there were no parts."""
+    from ..output_lock import lock_path
     from ..shards import merge_records, plan_items, read_records, write_records
     from . import SetupError
 
@@ -761,6 +783,7 @@ def _merge_parts(run: _Run, *, quiet: bool) -> Any:
     write_records(group, merged.records)
     for part in parts:
         part.unlink()
+        lock_path(part).unlink(missing_ok=True)  # its run is over: the group's lock (held) covers it now
     if merged.conflicts:
         logger.warning(
             "%d item(s) have different answers in different parts (kept the first): %s",

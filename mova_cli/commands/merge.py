@@ -63,24 +63,27 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
       mova merge out.shard-*.jsonl -o out.jsonl
       mova merge out.shard-*.jsonl --check
     """
+    from ..output_lock import hold_outputs
     from ..shards import PartError, merge_records, read_plan, read_records, write_records
     from . import SetupError
 
     if output is None and not check:
         raise click.UsageError("give -o OUT for the merged file, or --check to only check the parts")
     quiet = get_verbosity(ctx).quiet
-    files = list(dict.fromkeys(Path(part).absolute() for part in parts))
-    if output not in (None, "-") and Path(output).is_file():
-        # The output's records come first: an earlier merge is kept as it is when parts repeat it.
-        files = [Path(output).absolute(), *(path for path in files if path != Path(output).absolute())]
-    plan_path = Path(plan_file) if plan_file else _find_plan(output, files)
-    try:
-        plan = read_plan(plan_path) if plan_path is not None else None
-        merged = merge_records(read_records(files), plan)
-    except PartError as exc:
-        raise SetupError(str(exc)) from exc
-    if not check:
-        write_records(output, merged.records)
+    writes = not check and output != "-"
+    with hold_outputs([output] if writes else [], purpose="mova merge"):  # its target, like any writer
+        files = list(dict.fromkeys(Path(part).absolute() for part in parts))
+        if output not in (None, "-") and Path(output).is_file():
+            # The output's records come first: an earlier merge is kept as it is when parts repeat it.
+            files = [Path(output).absolute(), *(path for path in files if path != Path(output).absolute())]
+        plan_path = Path(plan_file) if plan_file else _find_plan(output, files)
+        try:
+            plan = read_plan(plan_path) if plan_path is not None else None
+            merged = merge_records(read_records(files), plan)
+        except PartError as exc:
+            raise SetupError(str(exc)) from exc
+        if not check:
+            write_records(output, merged.records)
 
     where = " (checked, nothing written)" if check else f" -> {output}"
     report = [

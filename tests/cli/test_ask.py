@@ -362,10 +362,10 @@ def test_corrupt_output_file_is_a_setup_error(tmp_path, monkeypatch):
     stub_engine.install(monkeypatch)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     out = tmp_path / "out.jsonl"
-    out.write_text('{"id": "x"}\nnot a record\n{"id": "y"}\n')
+    out.write_text('{"schema": "mova.answer/1", "id": "x"}\nnot a record\n{"schema": "mova.answer/1", "id": "y"}\n')
     result = invoke(["ask", str(tmp_path / "a.png"), "-p", "q", *FAST, "-o", str(out)])
     assert result.exit_code == 3
-    assert "line 2" in result.stderr and "--overwrite" in result.stderr
+    assert "line 2" in result.stderr and f"mova repair {out}" in result.stderr
 
 
 @pytest.mark.parametrize(

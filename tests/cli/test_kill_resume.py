@@ -109,3 +109,89 @@ def test_ctrl_c_flushes_whole_records_and_exits_130(tmp_path, expected_ids):
     written = _records(out)
     assert 3 <= len(written) < ITEMS
     assert set(r["id"] for r in written) <= set(expected_ids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path, expected_ids, signum):
+    docs = _inputs(tmp_path)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(_command(0.05, docs, out, 2), stderr=subprocess.PIPE, text=True)
+    _wait_for_lines(out, 3, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert f"terminated ({signal.Signals(signum).name})" in stderr and "Traceback" not in stderr
+    written = _records(out)
+    assert 3 <= len(written) < ITEMS and {r["status"] for r in written} == {"ok"}
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert manifest["runs"][-1]["outcome"] == "terminated"
+    rerun = subprocess.run(_command(0.0, docs, out, 0), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert Counter(record["id"] for record in _records(out)) == expected_ids
+
+
+def _descendants_once_started(process: subprocess.Popen, count: int, timeout: float = 60.0) -> list:
+    """The process's descendants, once ``count`` reader processes are alive (polled, no fixed sleep)."""
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = parent.children(recursive=True)
+        if sum("multiprocessing" in " ".join(_cmdline(c)) for c in children) >= count:
+            return children
+        assert process.poll() is None, "the run ended before its readers started"
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} reader processes after {timeout} s")
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def test_sigterm_during_start_up_leaves_no_reader_process(tmp_path):
+    docs = _inputs(tmp_path)
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(_command(0.05, docs, out, 3), stderr=subprocess.PIPE)
+    children = _descendants_once_started(process, 1)  # readers spawned, still importing: no record yet
+    children += [c for c in psutil.Process(process.pid).children(recursive=True) if c not in children]
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 143
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [_cmdline(c) for c in alive]
+
+
+POOL_IN_START_UP = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from mova_cli.prefetch import WorkerPool
+pool = WorkerPool(2, preload=("slow_start",))
+futures = [pool.submit(len, "ab") for _ in range(2)]  # each reader now imports for two minutes
+time.sleep(600)
+"""
+
+
+def test_readers_in_start_up_die_with_a_sigkilled_parent():
+    process = subprocess.Popen([sys.executable, "-c", POOL_IN_START_UP, str(Path(__file__).parent)])
+    try:
+        children = _descendants_once_started(process, 2)
+        time.sleep(0.5)  # let them get into the two-minute import (a pass without it is just as valid)
+    finally:
+        process.kill()
+    process.wait(timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=30)  # well under the two minutes they would live on
+    assert not alive, [_cmdline(c) for c in alive]
+
+
+def test_a_closed_stdout_pipe_exits_141_quietly(tmp_path):
+    docs = _inputs(tmp_path)
+    command = [sys.executable, STUB_CLI, "0.01", "ask", str(docs), "-p", "q", "-q", "--workers", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()  # as `| head -1` does
+    assert json.loads(first)["status"] == "ok"
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr and "Exception ignored" not in stderr

@@ -1,0 +1,95 @@
+"""What ``-o`` may be: a new file or a ``mova.answer/1`` file, never an input, never a pipe or device.
+
+A run reads its output before it appends to it (to resume), so a FIFO or ``/dev/stdout`` would hang
+it and ``/dev/null`` would swallow every answer; ``-o -`` is the way to stream. Any JSONL whose lines
+carry an ``id`` looked resumable, so a prompts file given as ``-o`` used to get answers appended to it.
+These checks run before the lock is taken and before any work.
+"""
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+from . import jsonl
+
+SYSTEM_FOLDERS = ("/dev/", "/proc/", "/sys/")
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def foreign_line(path: str | Path) -> tuple[int, str] | None:
+    """The first line of ``path`` that parses but is not a ``mova.answer/1`` record (number, text).
+
+    Lines that do not parse are damage (``mova repair``), not a sign of another file kind.
+    """
+    from .records import SCHEMA
+
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = jsonl.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(value, dict) or value.get("schema") != SCHEMA:
+                return number, line.decode("utf-8", errors="replace").strip()
+    return None
+
+
+def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o") -> None:
+    """Refuse an output that cannot be a mova output file (``click.UsageError``, exit code 2).
+
+    Args:
+        output: the path given (``-`` is stdout and always fine).
+        inputs: files this run reads (prompts file, ``--files-from``, PATH arguments): none may be it.
+        option: how the user named the output, for messages.
+
+    Raises:
+        SetupError: the output's folder is missing or not writable.
+    """
+    from .commands import SetupError
+    from .records import SCHEMA
+
+    if output == jsonl.STDOUT:
+        return
+    path = Path(output)
+    folder = path.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise SetupError(f"cannot write {output}: {folder} is not a writable folder")
+    real = str(path.resolve())
+    named = (str(path.absolute()), real)  # /dev/stdout resolves to wherever stdout is today
+    if any(name.startswith(SYSTEM_FOLDERS) for name in named) or (path.exists() and not path.is_file()):
+        kind = "a system path" if any(name.startswith(SYSTEM_FOLDERS) for name in named) else _kind(path)
+        raise click.UsageError(
+            f"{option} {output} is {kind} ({real}): outputs are regular files that a rerun resumes; "
+            f"{option} - writes the records to stdout"
+        )
+    if not path.exists():
+        return
+    for name in inputs:
+        if name != jsonl.STDOUT and Path(name).is_file() and os.path.samefile(name, path):
+            raise click.UsageError(f"{option} {output} is also an input of this run ({name}): choose another output")
+    foreign = foreign_line(path)
+    if foreign is not None:
+        number, text = foreign
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise click.UsageError(
+            f"{option} {output} is not a mova output: line {number} is not a {SCHEMA} record ({shown}); "
+            "choose another output (mova only appends to files it wrote)"
+        )
+
+
+__all__ = ["check_output", "foreign_line"]
