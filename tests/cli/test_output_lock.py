@@ -31,14 +31,14 @@ def _wait_for_lines(out: Path, count: int, process: subprocess.Popen, timeout: f
 def test_a_second_run_on_the_same_output_exits_75_naming_the_holder_and_nothing_is_written_twice(tmp_path):
     docs = distinct_pages(tmp_path / "docs", ITEMS)
     out = tmp_path / "out.jsonl"
-    first = subprocess.Popen(_ask(1.0, docs, out), stderr=subprocess.PIPE, text=True)  # a dozen seconds long
+    first = subprocess.Popen(_ask(3.0, docs, out), stderr=subprocess.PIPE, text=True)  # half a minute long
     try:
         _wait_for_lines(out, 1, first)
+        merge = invoke(["merge", str(out), "-o", str(out)])  # a merge into it waits its turn too
+        assert merge.exit_code == 75 and f"pid {first.pid}" in merge.output
         second = subprocess.run(_ask(0.0, docs, out), capture_output=True, text=True, timeout=120)
         assert second.returncode == 75, second.stderr
         assert f"pid {first.pid}" in second.stderr and "being written by" in second.stderr
-        merge = invoke(["merge", str(out), "-o", str(out)])  # a merge into it waits its turn too
-        assert merge.exit_code == 75 and f"pid {first.pid}" in merge.output
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
