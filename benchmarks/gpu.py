@@ -23,13 +23,15 @@ the summary. Without CUDA the GPU-only entries say ``skipped`` and why.
 Modes: forced experts (``--modes``, ';'-separated: an expert list, ``none``, ``all``) and ``routed``
 (the LLM picks). Each mode runs (a) the reference-style loop (benchmarks/throughput.py's
 ``reference_pair``: batch 1, both passes, features recomputed per prompt) and (b) the engine at each
-``--batch-sizes`` entry (``auto`` = sized from free memory). Stage times come from wrapping the
+``--batch-sizes`` entry (``auto`` = sized from free memory), its pages drawn and preprocessed ahead in
+``--prefetch-threads`` threads as the CLI does. Stage times come from wrapping the
 model's public calls in this process only (CUDA: synchronised at each call's ends; the engine itself
 is not changed); achieved TFLOP/s divide FLOPs (benchmarks/flops.py: meta-device counts for vision,
 the closed form for the LLM, padding included) by those times.
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -252,8 +254,29 @@ def run_reference(loaded, requests) -> list:
     return [reference_pair(loaded, request) for request in requests]
 
 
-def run_engine(loaded, requests, batch_size) -> list:
+def _prefetched(engine, requests, threads: int):
+    """The requests with each page drawn and preprocessed ahead in ``threads`` threads, as the CLI's
+    prefetch does (``Engine.preprocess``: the base input and the forced experts')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(request):
+        image = request.image()
+        return image, engine.preprocess(image, experts=request.experts or ())
+
+    with ThreadPoolExecutor(threads) as pool:
+        pages = {}
+        for request in requests:  # submitted up front: the pool runs ahead of the engine
+            if request.image_key not in pages:
+                pages[request.image_key] = pool.submit(load, request)
+        for request in requests:
+            image, pixel_values = pages[request.image_key].result()
+            yield dataclasses.replace(request, image=image, pixel_values=pixel_values)
+
+
+def run_engine(loaded, requests, batch_size, prefetch_threads: int = 0) -> list:
     engine = mova.Engine(loaded, batch_size=batch_size)
+    if prefetch_threads:
+        requests = _prefetched(engine, requests, prefetch_threads)
     outputs = []
     for result in engine.run(requests):
         if result.error:
@@ -400,6 +423,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="both",
         help="vision encoders' attention (mova.vision_attention); both: also one sdpa run per mode",
     )
+    parser.add_argument(
+        "--prefetch-threads", type=int, default=4, help="engine runs: pages drawn and preprocessed ahead, as the CLI"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gpu-tests", action="store_true")
     parser.add_argument("--out", help="also write the JSON summary here")
@@ -474,7 +500,7 @@ def main(argv=None) -> dict:
             if batch is None:
                 work = lambda chosen=chosen: run_reference(loaded, chosen)  # noqa: E731
             else:
-                work = lambda chosen=chosen, batch=batch: run_engine(loaded, chosen, batch)  # noqa: E731
+                work = lambda chosen=chosen, batch=batch: run_engine(loaded, chosen, batch, args.prefetch_threads)  # noqa: E731
             if vision == "sdpa":
                 set_vision_attention(loaded.model, "sdpa")
             try:

@@ -95,7 +95,11 @@ class Engine:
         self.model = loaded.model
         self.processor = loaded.processor
         self.config = loaded.model.config
-        self._base_device = execution_device(self.model.base_encoder)
+        # where each preprocessed input is consumed (the first expert of a shared key decides)
+        self._input_devices = {BASE_PREPROCESS_KEY: execution_device(self.model.base_encoder)}
+        for name in self.config.enabled_experts:
+            key = self.processor.expert_keys[name]
+            self._input_devices.setdefault(key, execution_device(self.model.experts[name]))
         if batch_size == AUTO:
             batch_size = auto_batch_size(self.config, device=self.model.device, dtype=self.model.dtype)
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -107,14 +111,18 @@ class Engine:
         self._schema_tokenizer = None  # made on the first request with a schema
 
     # --- public ----------------------------------------------------------------------------------------
-    def preprocess(self, image: Image.Image) -> dict[str, torch.Tensor]:
-        """The base encoder's input of one page, to compute ahead (``Request.pixel_values``, e.g. in the
-        CLI's prefetch threads). Page-locked when the base encoder is on CUDA, so that the engine's copy
-        to the GPU does not block (``_read``)."""
-        inputs = self.processor.preprocess(image, [BASE_PREPROCESS_KEY])
-        if self._base_device.type == "cuda":
-            inputs = {key: value.pin_memory() for key, value in inputs.items()}
-        return inputs
+    def preprocess(self, image: Image.Image, *, experts: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        """The inputs of one page to compute ahead (``Request.pixel_values``, e.g. in the CLI's prefetch
+        threads): the base encoder's, and those of ``experts`` when they are known before routing
+        (forced). Page-locked where they will be used on CUDA, so the engine's copy does not block (``_read``).
+        """
+        known = self.processor.expert_keys  # an unknown name is reported by the routing stage, not here
+        keys = [BASE_PREPROCESS_KEY, *(known[name] for name in experts if name in known)]
+        inputs = self.processor.preprocess(image, list(dict.fromkeys(keys)))
+        return {
+            key: value.pin_memory() if self._input_devices[key].type == "cuda" else value
+            for key, value in inputs.items()
+        }
 
     def run(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Results in request order, one batch at a time (streamed as each batch finishes)."""
@@ -214,7 +222,8 @@ class Engine:
             page = self._page(item)
             for key, value in item.request.pixel_values.items():
                 # pinned inputs (``preprocess``) start their copy now, without waiting for it
-                page.inputs[key] = value.to(self._base_device, non_blocking=True) if value.is_pinned() else value
+                device = self._input_devices.get(key)
+                page.inputs[key] = value.to(device, non_blocking=True) if device and value.is_pinned() else value
             if page.image is None:
                 image = item.request.image
                 page.image = image() if callable(image) else image

@@ -101,11 +101,13 @@ def test_other_errors_do_not_shrink_the_batch(loaded, monkeypatch):
     assert all(r.ok for r in results) and engine.batch_size == 4
 
 
-def test_preprocess_ahead_gives_the_base_input_and_pins_only_for_cuda(loaded):
+def test_preprocess_ahead_gives_the_base_and_forced_inputs_unpinned_on_cpu(loaded):
     from PIL import Image
 
     image = Image.new("RGB", (50, 30), "white")
-    inputs = Engine(loaded).preprocess(image)
-    expected = loaded.processor.preprocess(image, [mova.experts.BASE_PREPROCESS_KEY])
-    assert inputs.keys() == expected.keys()
+    keys = [mova.experts.BASE_PREPROCESS_KEY, *{loaded.processor.expert_keys[e] for e in ("sam_h", "codetr")}]
+    inputs = Engine(loaded).preprocess(image, experts=("sam_h", "codetr"))
+    expected = loaded.processor.preprocess(image, keys)
+    assert inputs.keys() == expected.keys() and len(keys) == 2  # the two share one input
     assert all(torch.equal(inputs[k], expected[k]) and not inputs[k].is_pinned() for k in inputs)
+    assert Engine(loaded).preprocess(image).keys() == {mova.experts.BASE_PREPROCESS_KEY}

@@ -91,7 +91,8 @@ def test_prefetched_inputs_are_pinned_and_copied_without_blocking():
     engine = Engine(loaded, batch_size=3)
     requests = _requests()
     for request in requests:
-        request.pixel_values = engine.preprocess(request.image)  # what the CLI's prefetch threads call
+        # what the CLI's prefetch threads call (with the forced experts, whose inputs are known ahead)
+        request.pixel_values = engine.preprocess(request.image, experts=request.experts or ())
         assert all(value.is_pinned() for value in request.pixel_values.values())
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
         outputs = [(r.routing, r.answer, r.error) for r in engine.run(requests)]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -84,8 +85,9 @@ class ModelSession:
     Attributes:
         engine: answers the requests.
         info: the model's description for records.
-        preprocess: ``image -> pixel_values`` computed ahead of the model by the prefetch threads
-            (the base encoder's input; the routed experts' inputs are made by the engine); None: none.
+        preprocess: ``(image, *, experts=()) -> pixel_values`` computed ahead of the model by the prefetch
+            threads (the base encoder's input and the forced experts'; routed experts' inputs are made
+            by the engine); None: none.
     """
 
     engine: AnswerEngine
@@ -853,8 +855,9 @@ def _execute(
     problems = [job for job in run.plan.jobs if job.problem is not None]
     groups = _unit_groups([job for job in run.plan.jobs if job.problem is None])
     session = open_model(run.settings) if any(unit.error is None for unit, _ in groups) else None
-    if session is not None:
-        preprocess.fn = session.preprocess
+    if session is not None and session.preprocess is not None:
+        forced = run.experts.forced  # known before routing: their inputs are prefetched too
+        preprocess.fn = partial(session.preprocess, experts=forced) if forced else session.preprocess
     info = session.info if session else ModelInfo(id=run.settings.model_id, revision=run.settings.revision)
     run.model_info = info
     run_info = RunInfo(run_id=run.run_id, rank=run.world.rank, world_size=run.world.world_size)
