@@ -4,7 +4,7 @@ This is the one place where exceptions become exit codes:
 
 ====  =====================================================================
 0     every item ok
-1     some items failed (their error records are written; summary on stderr)
+1     some items failed (their error records are written; summary on stderr), or nothing to do
 2     usage error (bad option, bad value, unknown expert)
 3     model or setup failure (model not found, output not writable ...)
 75    the output is being written by another run (its lock is held); try again later
@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from .commands import SetupError
+from .commands import NothingToDo, SetupError
 from .commands.ask import ask
 from .commands.convert import convert
 from .commands.download import download
@@ -92,6 +92,9 @@ class MovaGroup(click.Group):
             raise
         except OutputInUse as exc:
             raise _error(str(exc), ExitCode.LOCKED) from exc
+        except NothingToDo as exc:
+            click.echo(f"mova: warning: nothing to do: {exc}", err=True)
+            raise click.exceptions.Exit(ExitCode.ITEMS_FAILED) from None
         except SetupError as exc:
             logger.debug("setup failure", exc_info=True)
             raise _error(str(exc), ExitCode.SETUP) from exc
@@ -126,8 +129,8 @@ def cli(ctx: click.Context) -> None:
     features fused in. Every answer is one JSON line that also says which experts were used.
 
     \b
-    Exit codes: 0 ok, 1 some items failed, 2 usage error, 3 model/setup failure, 75 output in use by
-    another run, 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 stdout closed.
+    Exit codes: 0 ok, 1 some items failed (or nothing to do), 2 usage error, 3 model/setup failure, 75 output
+    in use by another run, 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 stdout closed.
     """
     from .progress import configure_logging
 

@@ -11,9 +11,10 @@ redo work, any change to what the model sees or how it decodes does.
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -101,6 +102,9 @@ class PromptSpec:
         system: the answer pass's system text (``-s`` or the line's ``system``); None: the template's.
         schema: the ``mova.answer_schema.AnswerSchema`` its answers must meet (``--schema`` or the
             line's ``schema``); None: free text.
+        root: the folder ``file`` must stay inside when it is read on its own: ``--image-folder``, else
+            the prompts file's folder (absolute; None for ``-p``).
+        source: the prompts file it came from (None for ``-p``).
     """
 
     id: str
@@ -111,6 +115,15 @@ class PromptSpec:
     line: int | None = None
     system: str | None = None
     schema: Any = None
+    root: str | None = None
+    source: str | None = None
+
+    def inside_root(self) -> bool:
+        """Whether ``file_path`` (symbolic links resolved) lies inside ``root``."""
+        if self.file_path is None or self.root is None:
+            return True
+        real, root = os.path.realpath(self.file_path), os.path.realpath(self.root)
+        return os.path.commonpath([real, root]) == root
 
     def names(self, unit: Any) -> bool:
         """Whether ``file`` names this unit: its absolute path, or a trailing part of its relative path
@@ -127,16 +140,25 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class PromptProblem:
-    """A prompts-file line that cannot be used; it becomes an error record."""
+    """A prompts-file line that cannot be used; it becomes an error record.
+
+    Attributes:
+        type: the record's ``error.type``: ``bad_line``, or ``outside_folder`` for a ``file`` that may
+            not be read.
+    """
 
     path: str
     line: int
     message: str
     raw: str
+    type: str = "bad_line"
 
     @property
     def id(self) -> str:
-        return "sha256:" + hashlib.sha256(f"prompt-line\n{self.line}\n{self.raw}".encode()).hexdigest()
+        return (
+            "sha256:"
+            + hashlib.sha256(f"prompt-line\n{self.line}\n{self.raw}".encode("utf-8", "surrogateescape")).hexdigest()
+        )
 
 
 def prompts_from_options(texts: Sequence[str], *, system: str | None = None, schema: Any = None) -> list[PromptSpec]:
@@ -145,16 +167,14 @@ def prompts_from_options(texts: Sequence[str], *, system: str | None = None, sch
     return [PromptSpec(id=f"p{i}", text=text, system=system, schema=schema) for i, text in enumerate(texts, start=1)]
 
 
-def _resolve_file(name: str, image_folder: str | None) -> str:
+def _resolve_file(name: str, root: str) -> str:
     path = Path(name).expanduser()
-    if not path.is_absolute() and image_folder is not None:
-        path = Path(image_folder) / path
+    if not path.is_absolute():
+        path = Path(root) / path
     return str(path.absolute())
 
 
-def _prompt_from_object(
-    obj: dict[str, Any], line: int, image_folder: str | None, system: str | None, schema: Any
-) -> PromptSpec:
+def _prompt_from_object(obj: dict[str, Any], line: int, root: str, system: str | None, schema: Any) -> PromptSpec:
     """One JSONL object -> PromptSpec; raises ValueError with a message fit for the user.
 
     ``system`` (``-s``) and ``schema`` (``--schema``) apply unless the line has its own ``system`` /
@@ -197,11 +217,12 @@ def _prompt_from_object(
         id=str(prompt_id),
         text=text,
         file=file,
-        file_path=None if file is None else _resolve_file(file, image_folder),
+        file_path=None if file is None else _resolve_file(file, root),
         pages=selection,
         line=line,
         system=system,
         schema=schema,
+        root=root,
     )
 
 
@@ -226,7 +247,8 @@ def load_prompts(
     Our format: ``{"id", "prompt", "file"?, "pages"?, "system"?, "schema"?}``; no ``file`` means every
     PATH input, no ``system`` / ``schema`` means the ones given here (``-s``, ``--schema``). The
     reference's: ``{"question_id", "image", "text"}`` with ``image`` relative to ``image_folder``
-    (relative ``file`` values are resolved against it too, else against the working directory).
+    (relative ``file`` values are resolved against it too, else against the prompts file's folder: a
+    file read on its own must lie inside that folder, see ``outside_their_folder``).
     Blank lines are skipped; every other unusable line becomes a ``PromptProblem`` naming its line.
 
     Raises:
@@ -236,6 +258,7 @@ def load_prompts(
     prompts: list[PromptSpec] = []
     problems: list[PromptProblem] = []
     seen: dict[str, int] = {}
+    root = str(Path(image_folder if image_folder is not None else Path(path).parent).absolute())
     with open(path, "rb") as handle:
         data = handle.read()
     for number, raw_bytes in enumerate(data.split(b"\n"), start=1):
@@ -249,7 +272,7 @@ def load_prompts(
                 raise ValueError(f"not valid JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            prompt = _prompt_from_object(obj, number, image_folder, system, schema)
+            prompt = replace(_prompt_from_object(obj, number, root, system, schema), source=name)
             if prompt.id in seen:
                 raise ValueError(f"duplicate id {prompt.id!r} (first used on line {seen[prompt.id]})")
         except ValueError as exc:
@@ -343,10 +366,30 @@ class Plan:
     skipped: int = 0
 
 
+def _read_on_its_own(units: Sequence[Any], prompts: Sequence[PromptSpec]) -> list[PromptSpec]:
+    return [p for p in prompts if p.file is not None and not any(p.names(u) for u in units)]
+
+
 def files_to_discover(units: Sequence[Any], prompts: Sequence[PromptSpec]) -> list[str]:
-    """Files named by prompts that no PATH unit matches: they are read on their own (absolute paths)."""
-    missing = [p.file_path for p in prompts if p.file is not None and not any(p.names(u) for u in units)]
-    return list(dict.fromkeys(missing))
+    """Files named by prompts that no PATH unit matches: they are read on their own (absolute paths),
+    when they lie inside their prompt's folder (``PromptSpec.root``)."""
+    return list(dict.fromkeys(p.file_path for p in _read_on_its_own(units, prompts) if p.inside_root()))
+
+
+def outside_their_folder(units: Sequence[Any], prompts: Sequence[PromptSpec]) -> list[PromptProblem]:
+    """Prompts whose ``file`` would be read on its own from outside their folder (``../../etc/passwd``):
+    each becomes a problem that names the path as written and reads nothing of it."""
+    problems = []
+    for prompt in _read_on_its_own(units, prompts):
+        if prompt.inside_root():
+            continue
+        message = (
+            f"{prompt.source}:{prompt.line}: file {prompt.file!r} is outside {prompt.root} "
+            "(--image-folder, else the prompts file's folder): not read"
+        )
+        problem = PromptProblem(prompt.source or "", prompt.line or 0, message, prompt.file or "", "outside_folder")
+        problems.append(problem)
+    return problems
 
 
 def build_jobs(
@@ -494,6 +537,7 @@ __all__ = [
     "Shard",
     "build_jobs",
     "files_to_discover",
+    "outside_their_folder",
     "filter_done",
     "job_id",
     "load_prompts",

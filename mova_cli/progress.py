@@ -53,6 +53,7 @@ class Summary:
         skipped: planned items already in the output (resume).
         previous_failed: of those, the ones whose record is an error (not retried this run).
         failures: (reason, where) of each error record, reason being ``stage/type``.
+        passed_over: files a folder walk passed over (not an image or PDF), counted by kind (``.txt``).
     """
 
     ok: int = 0
@@ -60,6 +61,7 @@ class Summary:
     skipped: int = 0
     previous_failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    passed_over: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -82,7 +84,7 @@ class Summary:
             rate = done / elapsed if elapsed > 0 else 0.0
             print(
                 f"mova: {self.ok} ok, {self.failed} failed, {self.skipped} already done"
-                f" in {elapsed:.1f} s ({rate:.2f} items/s)",
+                f" in {elapsed:.1f} s ({rate:.2f} items/s)" + passed_over_text(self.passed_over, prefix="; "),
                 file=sys.stderr,
             )
         if self.previous_failed:
@@ -103,6 +105,16 @@ class Summary:
             print(f"  {count} x {reason}: {shown}{more}", file=sys.stderr)
 
 
+def passed_over_text(counts: dict[str, int], *, prefix: str = "") -> str:
+    """``; 342 files passed over (not an image or PDF: -v lists them): 44 .fli, 16 .eps``, or "" for none."""
+    total = sum(counts.values())
+    if not total:
+        return ""
+    kinds = ", ".join(f"{count} {kind}" for kind, count in counts.items())
+    noun = "file" if total == 1 else "files"
+    return f"{prefix}{total} {noun} passed over (not an image or PDF; -v lists them): {kinds}"
+
+
 def progress_bar(total: int, *, quiet: bool) -> Any:
     """A tqdm bar on stderr counting ``total`` items, with rate and ETA (disabled when ``quiet``)."""
     from tqdm import tqdm  # imported here: logging setup must not slow down `mova --help`
@@ -121,16 +133,26 @@ def progress_bar(total: int, *, quiet: bool) -> Any:
 class JsonProgress:
     """``--progress json``: one JSON event per line on stderr, for dashboards and cron jobs.
 
-    Events: ``start`` (items to do, already done), ``item`` (one per record written: its id, status,
+    Events: ``start`` (items to do, already done, files passed over), ``item`` (one per record written: its id, status,
     source and the running count), ``end`` (the summary's counts and failures by reason). Log
     lines, if any, are the only other lines on stderr.
     """
 
-    def __init__(self, total: int, *, run_id: str, skipped: int) -> None:
+    def __init__(self, total: int, *, run_id: str, skipped: int, passed_over: dict[str, int] | None = None) -> None:
         self.total = total
         self.done = 0
         self.started = time.monotonic()
-        self._write({"event": "start", "run_id": run_id, "total": total, "already_done": skipped})
+        counts = passed_over or {}
+        self._write(
+            {
+                "event": "start",
+                "run_id": run_id,
+                "total": total,
+                "already_done": skipped,
+                "passed_over": sum(counts.values()),
+                "passed_over_by_kind": counts,
+            }
+        )
 
     def _write(self, event: dict[str, Any]) -> None:
         from .jsonl import encode
@@ -164,10 +186,11 @@ class JsonProgress:
                 "failed": summary.failed,
                 "already_done": summary.skipped,
                 "failed_before": summary.previous_failed,
+                "passed_over": sum(summary.passed_over.values()),
                 "failures": dict(Counter(reason for reason, _ in summary.failures)),
                 "elapsed_s": round(time.monotonic() - self.started, 3),
             }
         )
 
 
-__all__ = ["JsonProgress", "Summary", "configure_logging", "progress_bar"]
+__all__ = ["JsonProgress", "Summary", "configure_logging", "passed_over_text", "progress_bar"]

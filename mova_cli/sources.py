@@ -485,6 +485,24 @@ def discover(
                     yield source
 
 
+def missing_inputs(inputs: Iterable[str]) -> list[str]:
+    """The inputs that name nothing: no such path, or a glob pattern that matches no file."""
+    missing = []
+    for raw in inputs:
+        text = os.fspath(raw)
+        if not os.path.lexists(text) and not (_has_magic(text) and glob.glob(text, recursive=True)):
+            missing.append(text)
+    return missing
+
+
+def passed_over_counts(items: Iterable[PassedOver]) -> dict[str, int]:
+    """How many files were passed over of each kind, most common first (ties by kind)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.kind] = counts.get(item.kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda pair: (-pair[1], pair[0])))
+
+
 def read_path_list(text: str, *, nul: bool = False) -> list[str]:
     """Paths from the contents of a ``--files-from`` file or stdin: one per line (or NUL-separated).
 
@@ -833,6 +851,8 @@ __all__ = [
     "identify",
     "kind_of_format",
     "load_unit",
+    "missing_inputs",
+    "passed_over_counts",
     "read_image",
     "read_path_list",
     "render_pdf_page",

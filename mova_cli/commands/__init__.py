@@ -9,4 +9,9 @@ class SetupError(Exception):
     """The run cannot start or go on: the model, the output file or the environment (exit code 3)."""
 
 
-__all__ = ["SetupError"]
+class NothingToDo(Exception):
+    """The inputs hold no page to answer (none found, or a page range that selects none): a warning and
+    exit code 1, with nothing written."""
+
+
+__all__ = ["NothingToDo", "SetupError"]

@@ -313,11 +313,15 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
                 if group is not None:
                     run.run_id = group.broadcast(run.run_id)
                     _wait_for_ranks(group)  # rank 0 has tidied the output before anyone appends to it
-                summary = Summary(skipped=run.plan.skipped, previous_failed=run.previous_failed)
+                summary = Summary(
+                    skipped=run.plan.skipped, previous_failed=run.previous_failed, passed_over=run.passed_over
+                )
                 mode = options["progress"]
                 events = None
                 if mode == "json":
-                    events = JsonProgress(len(run.plan.jobs), run_id=run.run_id, skipped=run.plan.skipped)
+                    events = JsonProgress(
+                        len(run.plan.jobs), run_id=run.run_id, skipped=run.plan.skipped, passed_over=run.passed_over
+                    )
                 show_bar = mode == "bar" or (mode == "auto" and not quiet)
                 try:
                     _execute(
@@ -528,6 +532,7 @@ class _Run:
     world: Any
     max_errors: int | None = None
     fields: tuple[str, ...] | None = None  # --fields / --compact: what records keep
+    passed_over: dict[str, int] = field(default_factory=dict)  # files a folder walk passed over, by kind
     model_info: Any = None  # records.ModelInfo once _execute has opened (or skipped) the model
     run_id: str = field(default_factory=_run_id)
 
@@ -545,13 +550,14 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         files_to_discover,
         filter_done,
         load_prompts,
+        outside_their_folder,
         prompts_from_options,
         select_shard,
     )
     from ..records import COMPACT_FIELDS
     from ..shards import PartError, best_records, part_files, read_records
-    from ..sources import discover_sources, read_path_list
-    from . import SetupError
+    from ..sources import discover_sources, missing_inputs, passed_over_counts, read_path_list
+    from . import NothingToDo, SetupError
 
     if options["overwrite"] and options["retry_failed"]:
         raise click.UsageError("--overwrite starts afresh and --retry-failed resumes: use one of them")
@@ -568,6 +574,10 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
     if not prompts and not problems:
         raise click.UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
     paths = list(options["paths"])
+    missing = missing_inputs(paths)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise click.UsageError(f"no such file or folder (nothing was written): {shown}")
     if options["files_from"] is not None:
         paths += read_path_list(options["files_from"].read(), nul=options["null"])
     if not paths and not any(p.file for p in prompts) and prompts:
@@ -619,10 +629,16 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         "prefetcher": prefetcher,
     }
     walk = {"recursive": not options["no_recursive"], "include": options["include"], "exclude": options["exclude"]}
-    units = discover_sources(paths, **render, **walk) if paths else []
+    passed_over: list[Any] = []
+    units = discover_sources(paths, **render, **walk, passed_over=passed_over) if paths else []
+    for item in passed_over:
+        logger.info("passed over (not an image or PDF): %s", item.path)
     extra = files_to_discover(units, prompts)
+    problems = [*problems, *outside_their_folder(units, prompts)]
     file_units = discover_sources(extra, **render) if extra else []
     jobs = build_jobs(units, prompts, params, file_units=file_units, problems=problems)
+    if not jobs:
+        raise NothingToDo(_nothing_found(options, passed_over_counts(passed_over)))
     mine = select_shard(jobs, *outputs.shards) if outputs.shards else jobs
     plan = filter_done(mine, previous, retry_failed=options["retry_failed"])
     previous_status = {r["id"]: r.get("status") for r in previous}
@@ -653,7 +669,17 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         world=world,
         max_errors=1 if options["fail_fast"] else options["max_errors"],
         fields=COMPACT_FIELDS if options["compact"] else options["fields"],
+        passed_over=passed_over_counts(passed_over),
     )
+
+
+def _nothing_found(options: dict[str, Any], passed_over: dict[str, int]) -> str:
+    from ..progress import passed_over_text
+
+    where = "no image or PDF page in the inputs"
+    if options["pages"] is not None:
+        where += f" that --pages {options['pages']} selects"
+    return where + passed_over_text(passed_over, prefix="; ")
 
 
 def _prompt_texts(options: dict[str, Any]) -> list[str]:
@@ -699,6 +725,7 @@ def _print_plan(run: _Run, *, quiet: bool) -> None:
         "to_do": len(pending),
         "to_answer": sum(job.unit is not None and job.unit.error is None for job in pending),
         "pages_to_read": pages(pending, readable=True),
+        "passed_over": sum(run.passed_over.values()),
     }
     sys.stdout.buffer.write(orjson.dumps(plan) + b"\n")
     sys.stdout.flush()
@@ -738,6 +765,7 @@ def _write_manifest(run: _Run, options: dict[str, Any], *, started: str, outcome
             "failed": summary.failed,
             "already_done": summary.skipped,
             "failed_before": summary.previous_failed,
+            "passed_over": sum(run.passed_over.values()),
         },
         world_size=run.world.world_size,
     )
@@ -887,7 +915,7 @@ def _execute(
         for job in problems:
             emit(
                 build_record(
-                    job, context, status="error", error=error_fields("prompt", "bad_line", job.problem.message)
+                    job, context, status="error", error=error_fields("prompt", job.problem.type, job.problem.message)
                 )
             )
 

@@ -495,6 +495,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, monkeypatch):
         "to_do": 12,
         "to_answer": 10,
         "pages_to_read": 5,
+        "passed_over": 0,
     }
     # Half done, as after a run stopped early: the plan says what is left.
     assert invoke(args).exit_code == 1
