@@ -26,7 +26,7 @@ def test_each_run_appends_an_entry_with_what_ran_and_how_it_ended(tmp_path, monk
     first, second = manifest["runs"]
     assert first["outcome"] == second["outcome"] == "completed"
     assert first["counts"] == {"ok": 3, "failed": 1, "already_done": 0, "failed_before": 0, "passed_over": 0}
-    assert second["counts"] == {"ok": 0, "failed": 0, "already_done": 4, "failed_before": 1}
+    assert second["counts"] == {"ok": 0, "failed": 0, "already_done": 4, "failed_before": 1, "passed_over": 0}
     assert first["inputs"] == second["inputs"] and first["inputs"]["items"] == 4
     assert first["run_id"] != second["run_id"]
     assert first["options"]["password"] == "***" and "hunter2" not in json.dumps(manifest)
