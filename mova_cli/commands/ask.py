@@ -283,6 +283,7 @@ def _ask(ctx: click.Context, options: dict[str, Any]) -> Any:
     from ..signals import Terminated
 
     world = _world()
+    _check_inputs_exist(options["paths"])
     check_output(options["output"], inputs=_input_files(options))
     if options["gpus"] is not None and not options["dry_run"]:
         code = _launch_gpus(ctx, options, world)
@@ -360,6 +361,16 @@ def _input_files(options: dict[str, Any]) -> list[str]:
     handles = [options["files_from"], *options["prompt_files"]]
     named = [handle.name for handle in handles if handle is not None and isinstance(handle.name, str)]
     return [*options["paths"], *([options["prompts_file"]] if options["prompts_file"] else []), *named]
+
+
+def _check_inputs_exist(paths: tuple[str, ...]) -> None:
+    """A PATH that names nothing is a usage error before anything (output, lock, manifest) is written."""
+    from ..sources import missing_inputs
+
+    missing = missing_inputs(paths)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise click.UsageError(f"no such file or folder (nothing was written): {shown}")
 
 
 def _world() -> Any:
@@ -556,7 +567,7 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
     )
     from ..records import COMPACT_FIELDS
     from ..shards import PartError, best_records, part_files, read_records
-    from ..sources import discover_sources, missing_inputs, passed_over_counts, read_path_list
+    from ..sources import discover_sources, passed_over_counts, read_path_list
     from . import NothingToDo, SetupError
 
     if options["overwrite"] and options["retry_failed"]:
@@ -574,10 +585,6 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
     if not prompts and not problems:
         raise click.UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
     paths = list(options["paths"])
-    missing = missing_inputs(paths)
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise click.UsageError(f"no such file or folder (nothing was written): {shown}")
     if options["files_from"] is not None:
         paths += read_path_list(options["files_from"].read(), nul=options["null"])
     if not paths and not any(p.file for p in prompts) and prompts:
