@@ -25,6 +25,7 @@ RANDOM_PRESETS = (TINY_RANDOM, "small-random")  # built in-process with random w
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "sequential")  # accelerate's device-map planners
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+QUANT_MODES = ("int8", "nf4")  # mova.quantization: bitsandbytes' LLM.int8 and 4-bit NormalFloat
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 
@@ -51,6 +52,7 @@ __all__ = [
     "IMAGE_TOKEN",
     "IMAGE_TOKEN_INDEX",
     "OFFLINE_ENV",
+    "QUANT_MODES",
     "RANDOM_PRESETS",
     "TINY_RANDOM",
     "canonical_dtype",

@@ -57,7 +57,8 @@ class MoVAModel(nn.Module):
 
     # --- vision --------------------------------------------------------------------------------------
     def _input_for(self, module: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        dtype = next(module.parameters()).dtype
+        # The first floating-point parameter: quantized Linears hold int8 / packed uint8 weights.
+        dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
         return pixel_values.to(device=execution_device(module), dtype=dtype)
 
     @torch.inference_mode()

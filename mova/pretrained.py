@@ -40,6 +40,7 @@ class LoadedModel:
     processor: MoVAProcessor
     source: str
     revision: str | None = None
+    quant: str | None = None  # int8 | nf4 (mova.quantization), None: full precision
 
     @property
     def config(self) -> MoVAConfig:
@@ -281,6 +282,7 @@ def load_model(
     revision: str | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load a MoVA model ready for inference.
 
@@ -292,13 +294,17 @@ def load_model(
             or an explicit map of module prefixes to a GPU index, ``"cpu"`` or ``"disk"``.
         offload_dir: where ``disk`` entries of the map are written.
         allow_download: fetch a hub id that is not cached (never done implicitly by the library).
+        quantize: ``int8`` or ``nf4``: the LLM's decoder and the experts' Linears through bitsandbytes
+            (see ``mova.quantization``); not with ``device_map``.
     """
     torch_dtype = parse_dtype(dtype)
+    if quantize is not None and device_map is not None:
+        raise ConfigError("quantized weights are placed on one device: use --quantize without --device-map")
     if spec in RANDOM_PRESETS:
         model, tokenizer, text_tokenizer = build_tiny(seed, attn_implementation=attn_implementation, preset=spec)
         processor = MoVAProcessor(model.config, tokenizer, text_tokenizer)
         if device_map is None:
-            return LoadedModel(_finish(model, device=device, dtype=torch_dtype), processor, spec)
+            return LoadedModel(_placed(model, device, torch_dtype, quantize), processor, spec, quant=quantize)
         model.to(torch_dtype)
         plan = _plan(model, device_map, max_memory, torch_dtype)
         return LoadedModel(_dispatched(model, plan, offload_dir), processor, spec)
@@ -311,10 +317,22 @@ def load_model(
         model = MoVAModel(config, attn_implementation=attn_implementation)
     if device_map is None:
         load_state(model, path, dtype=torch_dtype, layout=layout)
-        return LoadedModel(_finish(model, device=device, dtype=torch_dtype), processor, spec, revision)
+        return LoadedModel(_placed(model, device, torch_dtype, quantize), processor, spec, revision, quantize)
     plan = _plan(model, device_map, max_memory, torch_dtype)
     load_state(model, path, dtype=torch_dtype, layout=layout, device_for=device_for(plan))
     return LoadedModel(_dispatched(model, plan, offload_dir), processor, spec, revision)
+
+
+def _placed(model: MoVAModel, device, dtype: torch.dtype, quantize: str | None) -> MoVAModel:
+    """On ``device`` in ``dtype``; quantized layer by layer on the way when asked (the full-precision
+    model then stays on the CPU: the device never holds more than one full-precision layer)."""
+    if quantize is None:
+        return _finish(model, device=device, dtype=dtype)
+    from .quantization import quantize_model
+
+    model = _finish(model, device="cpu", dtype=dtype)
+    quantize_model(model, quantize, device=device, dtype=dtype)
+    return _finish(model, device=device, dtype=dtype)
 
 
 def _plan(model: MoVAModel, device_map, max_memory, dtype: torch.dtype) -> dict[str, str | int]:

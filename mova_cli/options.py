@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from mova.constants import DEFAULT_MODEL, DEVICE_MAP_STRATEGIES, DTYPE_ALIASES, DTYPE_NAMES, RANDOM_PRESETS
+from mova.constants import (
+    DEFAULT_MODEL,
+    DEVICE_MAP_STRATEGIES,
+    DTYPE_ALIASES,
+    DTYPE_NAMES,
+    QUANT_MODES,
+    RANDOM_PRESETS,
+)
 
 from .plan import PageSelection, Shard, parse_pages
 
@@ -341,6 +348,16 @@ def model_options(fn: Callable) -> Callable:
                 envvar="MOVA_DTYPE",
                 show_envvar=True,
                 help="Weight precision: auto is bfloat16 on GPU, float32 on CPU.",
+            ),
+            click.option(
+                "--quantize",
+                type=click.Choice(QUANT_MODES),
+                default=None,
+                envvar="MOVA_QUANTIZE",
+                show_envvar=True,
+                help="8-bit (int8, LLM.int8) or 4-bit (nf4) weights for the language model and the experts, "
+                "through bitsandbytes (pip install 'mova[quant]'); the base encoder and adapter stay full "
+                "precision. Recorded in model.quant. See `mova inspect MODEL --quantize`.",
             ),
             click.option(
                 "--attn",

@@ -295,6 +295,7 @@ class RunParams:
         experts: ``auto``, ``none`` or the forced names joined by commas.
         route_only: the routing pass only.
         model_id, model_revision: which weights.
+        quant: ``int8`` / ``nf4`` weights (None: full precision; then not in the hash, so ids stay).
     """
 
     max_new_tokens: int
@@ -305,10 +306,13 @@ class RunParams:
     route_only: bool
     model_id: str
     model_revision: str | None = None
+    quant: str | None = None
 
     def hash_fields(self) -> dict[str, Any]:
         greedy = self.temperature == 0
+        quant = {} if self.quant is None else {"quant": self.quant}
         return {
+            **quant,
             "max_new_tokens": None if self.route_only else self.max_new_tokens,
             "temperature": float(self.temperature),
             # Greedy decoding ignores top_p and the seed: changing them must not redo finished work.

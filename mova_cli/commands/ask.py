@@ -62,6 +62,7 @@ class ModelSettings:
     device_map: str | None = None
     max_memory: dict[int | str, int] | None = None
     offload_dir: str | None = None
+    quantize: str | None = None  # int8 | nf4
 
     @property
     def model_id(self) -> str:
@@ -128,10 +129,11 @@ def open_model(settings: ModelSettings) -> ModelSession:
         allow_download=not offline,
         revision=settings.revision,
         cache_dir=settings.cache_dir,
+        quantize=settings.quantize,
     )
     engine = mova.Engine(loaded, batch_size=settings.batch_size)
 
-    info = ModelInfo(id=settings.model_id, revision=loaded.revision, dtype=dtype)
+    info = ModelInfo(id=settings.model_id, revision=loaded.revision, dtype=dtype, quant=loaded.quant)
     return ModelSession(engine=engine, info=info, preprocess=engine.preprocess)
 
 
@@ -425,6 +427,8 @@ def _check_parallel(options: dict[str, Any], world: Any) -> None:
         options["device_map"] = "auto"
     if options["offload_dir"] is not None and options["device_map"] is None:
         logger.warning("--offload-dir is only used with --device-map")
+    if options["quantize"] is not None and options["device_map"] is not None:
+        raise click.UsageError("--quantize places the whole model on one device: leave out --device-map/--max-memory")
     if options["device_map"] is not None and options["device"] != "auto":
         logger.warning("--device %s is ignored: --device-map places the model", options["device"])
     if not world.distributed:
@@ -602,6 +606,7 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         device_map=options["device_map"],
         max_memory=options["max_memory"],
         offload_dir=offload_dir,
+        quantize=options["quantize"],
     )
     experts: ExpertChoice = options["experts"]
     params = RunParams(
@@ -613,6 +618,7 @@ def _prepare(options: dict[str, Any], prefetcher: Any, *, world: Any, offload_di
         route_only=options["route_only"],
         model_id=settings.model_id,
         model_revision=settings.revision,
+        quant=settings.quantize,
     )
 
     output = options["output"]

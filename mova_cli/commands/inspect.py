@@ -6,9 +6,12 @@ from typing import Any
 
 import click
 
+from mova.constants import QUANT_MODES
+
 from ..options import verbosity_options
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+QUANTIZED_REST_DTYPE = "bfloat16"  # what the unquantized parts take on a GPU (ask's --dtype auto)
 MAX_LISTED_KEYS = 10
 
 
@@ -58,13 +61,30 @@ def _coverage(path: Any, expected: dict[str, tuple[int, ...]], layout: str) -> d
     }
 
 
-def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) -> dict[str, Any]:
+def _quantized(config: Any, mode: str, dtype: str) -> dict[str, Any]:
+    """Weight memory with ``--quantize mode`` (the rest in ``dtype``), from a meta-device build."""
+    import torch
+
+    from mova.modeling import MoVAModel
+    from mova.quantization import weight_bytes
+
+    with torch.device("meta"):
+        model = MoVAModel(config)
+    components = weight_bytes(model, dtype=getattr(torch, dtype), mode=mode)
+    return {"mode": mode, "dtype": dtype, "components": components, "total_bytes": sum(components.values())}
+
+
+def inspect_report(
+    spec: str, *, offline: bool = True, check_keys: bool = True, quantize: str | None = None
+) -> dict[str, Any]:
     """Everything ``mova inspect`` prints, as data.
 
     Args:
         spec: a preset name (``mova-8b``, ``tiny-random``), a checkpoint directory, or a cached hub id.
         offline: never download a hub id.
         check_keys: read the checkpoint's tensor names and shapes and compare them with the model's.
+        quantize: also report the weight memory under ``--quantize`` (``int8``/``nf4``; the rest in
+            bfloat16, as on a GPU), computed from the model's shapes on the meta device.
     """
     from mova.config import PRESETS, MoVAConfig
     from mova.parameters import parameter_table
@@ -93,6 +113,7 @@ def inspect_report(spec: str, *, offline: bool = True, check_keys: bool = True) 
         "total_parameters": total,
         "weight_bytes": {dtype: total * size for dtype, size in DTYPE_BYTES.items()},
         "coverage": None,
+        "quantized": None if quantize is None else _quantized(config, quantize, QUANTIZED_REST_DTYPE),
     }
     if path is not None and check_keys:
         expected = dict(parameter_table(config, layout=layout))
@@ -139,6 +160,15 @@ def _print_report(report: dict[str, Any]) -> None:
     click.echo(
         "weight memory: " + ", ".join(f"{dtype} {_human_bytes(size)}" for dtype, size in report["weight_bytes"].items())
     )
+    quantized = report["quantized"]
+    if quantized is not None:
+        total = quantized["total_bytes"]
+        click.echo(
+            f"weight memory with --quantize {quantized['mode']} (the rest in {quantized['dtype']}): "
+            f"{_human_bytes(total)} ({total / 1e9:.2f} GB)"
+        )
+        parts = quantized["components"]
+        click.echo("  " + ", ".join(f"{name} {_human_bytes(size)}" for name, size in parts.items()))
     coverage = report["coverage"]
     if coverage is None:
         click.echo("key coverage: no checkpoint (a preset); pass a checkpoint directory to check one")
@@ -161,15 +191,22 @@ def _print_report(report: dict[str, Any]) -> None:
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-keys", is_flag=True, help="Skip reading the checkpoint's tensors (key coverage).")
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANT_MODES),
+    default=None,
+    help="Also show the weight memory with `mova ask --quantize` (int8 or nf4 LLM and experts, the rest in "
+    "bfloat16), per component; computed from the shapes, nothing is loaded.",
+)
 @verbosity_options
-def inspect_model(model: str, as_json: bool, no_keys: bool) -> None:
+def inspect_model(model: str, as_json: bool, no_keys: bool, quantize: str | None) -> None:
     """Summarise MODEL: config, parameters per component, weight memory per dtype, key coverage.
 
     MODEL is a preset (mova-8b, tiny-random), a checkpoint directory (released layout or ours), or a
     hub id already in the local Hugging Face cache (nothing is downloaded). For a checkpoint, every
     tensor name and shape is compared with what the model expects in that checkpoint's layout.
     """
-    report = inspect_report(model, offline=True, check_keys=not no_keys)
+    report = inspect_report(model, offline=True, check_keys=not no_keys, quantize=quantize)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
