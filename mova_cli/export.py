@@ -7,6 +7,11 @@ with its newlines written as ``\\n`` (and backslashes doubled, so the line reads
 error record as ``ERROR stage/type: message``; a ``--route-only`` record as ``experts: a,b`` (or
 ``experts: none``).
 
+CSV rows end in CRLF (RFC 4180), so a field holding a carriage return or a newline (an answer, a
+file name) is quoted. ``columns`` picks the columns of CSV and Markdown: the flat names of ``COLUMNS``
+or any record field by its dotted name (``source.path``, ``experts.chosen``, ``usage.answer_tokens``);
+a list or object value is written as compact JSON.
+
 Structured answers (``--schema``): CSV and Markdown get one more column per top-level property of
 the records' schemas (``answer.total``, ``answer.currency``, in the schema's order, then the next
 schema's new ones), holding that field of ``answer_json`` (nested values as compact JSON).
@@ -85,21 +90,61 @@ def _field_cells(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return cells
 
 
-def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
-    """All ``records`` in ``fmt`` (one of ``FORMATS``)."""
+def parse_columns(text: str) -> tuple[str, ...]:
+    """``--columns`` -> its names, each a flat column (``COLUMNS``) or a dotted record field.
+
+    Raises:
+        ValueError: a name that is neither.
+    """
+    from .records import RECORD_FIELDS
+
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise ValueError("--columns needs at least one name")
+    for name in names:
+        top, _, sub = name.partition(".")
+        keys = RECORD_FIELDS.get(top)
+        # a plain value (answer_json) may be an object: any path below it is taken as it comes
+        known = name in COLUMNS or (keys is not None and (not sub or not keys or sub.partition(".")[0] in keys))
+        if not known:
+            raise ValueError(
+                f"no column {name!r}: use {', '.join(COLUMNS)} or a record field such as source.path or experts.chosen"
+            )
+    return names
+
+
+def _field_value(record: dict[str, Any], name: str) -> Any:
+    """The record's value at a dotted name (None where a part is missing); lists and objects as JSON."""
+    value: Any = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _cells(record: dict[str, Any], row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    return {name: row[name] if name in row else _field_value(record, name) for name in columns}
+
+
+def render(records: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> bytes:
+    """All ``records`` in ``fmt`` (one of ``FORMATS``); ``columns`` (CSV and Markdown): which ones."""
     if fmt == "json":
         return orjson.dumps(list(records), option=orjson.OPT_INDENT_2) + b"\n"
     fields = _schema_fields(records)
     extra = [FIELD_PREFIX + name for name in fields]
     rows = [{**_row(record), **_field_cells(record, fields)} for record in records]
+    if columns is not None:
+        rows = [_cells(record, row, columns) for record, row in zip(records, rows, strict=True)]
     if fmt == "csv":
         buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
+        names = list(columns) if columns is not None else [*COLUMNS, *extra]
+        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue().encode()
     if fmt == "md":
-        columns = ("path", "page", "prompt", "status", "answer", *extra, "experts", "error")
+        columns = columns or ("path", "page", "prompt", "status", "answer", *extra, "experts", "error")
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |" for row in rows]
         return ("\n".join(lines) + "\n").encode()
@@ -108,4 +153,33 @@ def render(records: Sequence[dict[str, Any]], fmt: str) -> bytes:
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-__all__ = ["COLUMNS", "ERROR_PREFIX", "FIELD_PREFIX", "FORMATS", "render"]
+def records_from_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """The records of JSONL read from a pipe (``mova export -``), one per id as a resume keeps them; a last
+    line cut short (the writer still running) is left out.
+
+    Raises:
+        ValueError: a line before the last is not JSON, or a record is not a ``mova.answer/1`` record.
+    """
+    from . import jsonl
+    from .records import SCHEMA
+    from .shards import best_records
+
+    lines = data.split(b"\n")
+    found = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = jsonl.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # a torn last line
+            raise ValueError(f"stdin: line {number} is not valid JSON") from None
+        if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+            raise ValueError(f"stdin: line {number} is not a {SCHEMA} record: not a mova output")
+        found.append(("<stdin>", record))
+    best, _ = best_records(found)
+    return [record for _, record in best.values()]
+
+
+__all__ = ["COLUMNS", "ERROR_PREFIX", "FIELD_PREFIX", "FORMATS", "parse_columns", "records_from_jsonl", "render"]

@@ -9,7 +9,7 @@ from ..options import verbosity_options
 
 
 @click.command(name="export")
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "-f",
     "--format",
@@ -22,28 +22,49 @@ from ..options import verbosity_options
     "'ERROR stage/type: message').",
 )
 @click.option(
+    "-c",
+    "--columns",
+    help="Comma-separated columns for csv and md, in order: id, path, page, prompt_id, prompt, status, answer, "
+    "experts, router_text, error, or any record field by its dotted name (source.path, experts.chosen, "
+    "usage.answer_tokens; lists and objects as JSON).",
+)
+@click.option(
     "-o", "--to", "target", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="Where to write."
 )
 @verbosity_options
-def export(output: str, fmt: str, target: str) -> Any:
-    """Render OUTPUT, a JSONL file written by `mova ask -o` (and its part files), for people and
-    spreadsheets: one row per (page, prompt), read the way a resume reads it (one record per id).
+def export(output: str, fmt: str, columns: str | None, target: str) -> Any:
+    """Render OUTPUT, a JSONL file written by `mova ask -o` (and its part files), or '-' for records on
+    stdin, for people and spreadsheets: one row per (page, prompt), read the way a resume reads it (one
+    record per id).
 
     \b
     Examples:
       mova export answers.jsonl > answers.csv
       mova export answers.jsonl -f md -o answers.md
+      mova export answers.jsonl --columns source.path,source.page,answer,experts.chosen
+      mova ask scans/ -p "Total?" | mova export - -f md
     """
     from .. import jsonl
-    from ..export import render
+    from ..export import parse_columns, records_from_jsonl, render
     from ..shards import PartError, read_output
     from . import SetupError
 
+    chosen = None
+    if columns is not None:
+        if fmt not in ("csv", "md"):
+            raise click.UsageError(f"--columns picks the columns of csv and md, not of {fmt}")
+        try:
+            chosen = parse_columns(columns)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
     try:
-        _, records = read_output(output)
-    except PartError as exc:
+        if output == "-":
+            records = records_from_jsonl(click.get_binary_stream("stdin").read())
+        else:
+            _, records = read_output(output)
+    except (PartError, ValueError) as exc:
         raise SetupError(str(exc)) from exc
-    data = render(records, fmt)
+    data = render(records, fmt, chosen)
     if target == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

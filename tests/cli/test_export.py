@@ -111,3 +111,31 @@ def test_ask_format_text_prints_one_answer_per_item(tmp_path, monkeypatch):
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and lines[0].startswith("ERROR read/")
     assert all(line.startswith("stub ") for line in lines[1:])
+
+
+def test_export_reads_stdin_picks_nested_columns_and_quotes_any_path(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    Image.new("RGB", (12, 12), "red").save(folder / "odd\rname.png")  # a carriage return in a file name
+    (folder / "broken.png").write_bytes(b"")
+    asked = CliRunner().invoke(cli, ["ask", str(folder), "-p", "q", "--workers", "0", "-q"])
+    assert asked.exit_code == 1
+    columns = "source.rel_path,status,experts.chosen,usage.answer_tokens,error.type"
+    result = CliRunner().invoke(cli, ["export", "-", "--columns", columns], input=asked.stdout_bytes)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout, newline="")))
+    assert rows[0] == columns.split(",")
+    by_name = {row[0]: row for row in rows[1:]}
+    assert set(by_name) == {"odd\rname.png", "broken.png"}  # the \r survived: the field was quoted
+    assert by_name["broken.png"][1:] == ["error", "[]", "", "empty"]  # error records: experts.chosen is []
+    ok = by_name["odd\rname.png"]
+    assert ok[1] == "ok" and json.loads(ok[2]) == json.loads(asked.stdout.splitlines()[-1])["experts"]["chosen"]
+    assert ok[3] == "2"
+    table = CliRunner().invoke(cli, ["export", "-", "-f", "md", "-c", "status,answer"], input=asked.stdout_bytes)
+    assert table.stdout.splitlines()[0] == "| status | answer |"
+    refused = CliRunner().invoke(cli, ["export", "-", "--columns", "source.nope"], input=asked.stdout_bytes)
+    assert refused.exit_code == 2 and "no column 'source.nope'" in refused.stderr
+    assert CliRunner().invoke(cli, ["export", "-", "-f", "json", "-c", "id"], input=b"").exit_code == 2
+    junk = CliRunner().invoke(cli, ["export", "-"], input=b'{"id": "a", "prompt": "q"}\n')
+    assert junk.exit_code == 3 and "not a mova output" in junk.stderr
