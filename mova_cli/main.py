@@ -34,6 +34,7 @@ from .commands.export import export
 from .commands.init_tiny import init_tiny
 from .commands.inspect import inspect_model
 from .commands.merge import merge
+from .commands.repair import repair
 from .commands.status import status
 from .distributed import ARGS_META_KEY
 from .options import get_verbosity, verbosity_options
@@ -145,6 +146,7 @@ cli.add_command(export)
 cli.add_command(inspect_model)
 cli.add_command(init_tiny)
 cli.add_command(merge)
+cli.add_command(repair)
 cli.add_command(status)
 
 __all__ = ["ExitCode", "cli"]

@@ -88,7 +88,8 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise click.UsageError(
             f"{option} {output} is not a mova output: line {number} is not a {SCHEMA} record ({shown}); "
-            "choose another output (mova only appends to files it wrote)"
+            f"choose another output (mova only appends to files it wrote; if it wrote this one, `mova repair {output}` "
+            "sets such lines aside)"
         )
 
 

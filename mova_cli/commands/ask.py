@@ -802,8 +802,9 @@ def _tidy_outputs(run: _Run) -> None:
         owned = []
     elif run.drop_ids:
         drop_records(owned, run.drop_ids)
-    split = run.outputs.target != run.outputs.group or run.outputs.group != run.outputs.base
-    if run.outputs.base != "-" and (split or [path for path in owned if str(path) != run.outputs.group]):
+    if run.outputs.base != "-":
+        # Every run: `mova status` judges the output by this plan, so records that no longer belong to
+        # it (a changed page, a renamed prompts file) are counted apart instead of keeping it red.
         write_plan(plan_path(run.outputs.base), plan_items(run.jobs))
 
 

@@ -1,8 +1,10 @@
 """``mova status OUT``: what an output of ``mova ask`` holds, for cron jobs and dashboards.
 
 Reads the output and the part files beside it (shards, ranks) the way a resume does (one record per
-id, an ok record beating an error), counts items by status and failures by reason, and, when the
-run left a plan beside the output (split runs), the planned items not done yet.
+id, an ok record beating an error) and judges them by the plan the last ``mova ask`` wrote beside the
+output: planned items ok, failed by reason, not done yet. Records outside that plan (a page whose file
+changed since, a prompts file fixed under a new name, an earlier input set) stay in the file but are
+counted apart, so a rerun after a fix goes green. A file that ends in a torn line is reported.
 """
 
 from collections import Counter
@@ -16,6 +18,16 @@ from ..options import verbosity_options
 EXAMPLES = 3
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether the file's last line lacks its newline (a write cut short: a kill, a full disk)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, 2)
+        return handle.read(1) != b"\n"
+
+
 def summarise(output: str | Path) -> dict[str, Any]:
     """The status of one output as a JSON-ready dict (see ``mova status --help``).
 
@@ -26,7 +38,16 @@ def summarise(output: str | Path) -> dict[str, Any]:
     from ..shards import plan_path, read_output, read_plan
 
     files, records = read_output(output)
-    present = {record["id"] for record in records}
+    plan = plan_path(output)
+    planned = missing = None
+    outside = 0
+    if plan.is_file():
+        items = read_plan(plan)
+        wanted = {item.id for item in items}
+        present = {record["id"] for record in records}
+        planned, missing = len(items), sum(item.id not in present for item in items)
+        outside = sum(record["id"] not in wanted for record in records)
+        records = [record for record in records if record["id"] in wanted]
     statuses = Counter(str(record.get("status")) for record in records)
     reasons: dict[str, list[str]] = {}
     for record in records:
@@ -37,11 +58,6 @@ def summarise(output: str | Path) -> dict[str, Any]:
         {"reason": reason, "count": len(places), "examples": places[:EXAMPLES]}
         for reason, places in sorted(reasons.items(), key=lambda item: (-len(item[1]), item[0]))
     ]
-    plan = plan_path(output)
-    planned = missing = None
-    if plan.is_file():
-        items = read_plan(plan)
-        planned, missing = len(items), sum(item.id not in present for item in items)
     return {
         "output": str(output),
         "files": len(files),
@@ -52,6 +68,8 @@ def summarise(output: str | Path) -> dict[str, Any]:
         "failures": failures,
         "planned": planned,
         "missing": missing,
+        "outside_plan": outside,
+        "torn": [str(path) for path in files if _ends_torn(path)],
     }
 
 
@@ -67,6 +85,13 @@ def _table(status: dict[str, Any]) -> str:
         lines.append("no plan beside the output: `mova ask ... --dry-run` says what is left to do")
     else:
         lines.append(f"plan: {status['planned']} items, {status['missing']} not done yet")
+    if status["outside_plan"]:
+        lines.append(
+            f"{status['outside_plan']} record(s) outside the last run's plan (inputs or settings changed since): "
+            "kept in the file, not counted"
+        )
+    for path in status["torn"]:
+        lines.append(f"{path} ends in a torn line (a write cut short): the next `mova ask` or `mova repair` cuts it")
     return "\n".join(lines)
 
 
@@ -76,10 +101,11 @@ def _table(status: dict[str, Any]) -> str:
 @verbosity_options
 @click.pass_context
 def status(ctx: click.Context, output: str, as_json: bool) -> None:
-    """Summarise OUTPUT, a file written by `mova ask -o` (and its part files): items ok, items
-    failed (grouped by stage/type, with examples) and, for split runs, planned items not done yet.
+    """Summarise OUTPUT, a file written by `mova ask -o` (and its part files), by the plan of the
+    last run on it: items ok, items failed (grouped by stage/type, with examples), planned items not
+    done yet; records outside that plan are counted apart (kept in the file, not judged).
 
-    Exit code 0 when every item is ok and nothing planned is missing, 1 otherwise.
+    Exit code 0 when every planned item is ok and no file ends in a torn line, 1 otherwise.
 
     \b
     Examples:
@@ -99,7 +125,7 @@ def status(ctx: click.Context, output: str, as_json: bool) -> None:
         click.echo(orjson.dumps(summary).decode())
     else:
         click.echo(_table(summary))
-    if summary["error"] or summary["other"] or summary["missing"]:
+    if summary["error"] or summary["other"] or summary["missing"] or summary["torn"]:
         ctx.exit(1)
 
 

@@ -29,7 +29,7 @@ def test_counts_ok_and_failures_by_reason(tmp_path, monkeypatch):
     assert (status["items"], status["ok"], status["error"], status["files"]) == (10, 6, 4, 1)
     assert sum(f["count"] for f in status["failures"]) == 4
     assert all("/" in f["reason"] and f["examples"] for f in status["failures"])
-    assert status["planned"] is None and status["missing"] is None
+    assert status["planned"] == 10 and status["missing"] == 0  # every run leaves its plan beside the output
 
     table = invoke(["status", str(out)]).stdout
     assert "10 items in 1 file(s): 6 ok, 4 failed" in table
@@ -55,8 +55,10 @@ def test_an_all_ok_output_exits_0_and_a_repaired_item_counts_once(tmp_path, monk
         "error": 0,
         "other": 0,
         "failures": [],
-        "planned": None,
-        "missing": None,
+        "planned": 3,
+        "missing": 0,
+        "outside_plan": 0,
+        "torn": [],
     }
 
 
