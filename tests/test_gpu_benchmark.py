@@ -32,17 +32,18 @@ def test_gpu_script_runs_at_cpu_size(capsys):
     assert json.loads(line.removeprefix("GPU_SUMMARY "))["runs"] == json.loads(json.dumps(summary["runs"]))
     assert summary["smoke"]["status"] == "skipped" and summary["gpu_tests"]["status"] == "skipped"
     labels = [r["run"] for r in summary["runs"]]
-    assert labels == [
-        f"{mode} | {kind}"
-        for mode in ("vary_sam_b,pix2struct", "routed")
-        for kind in ("reference", "engine b=2", "engine b=auto", "engine b=2 vision sdpa")
+    runs = ("reference", "engine b=2", "engine b=auto", "engine b=2 vision sdpa")
+    assert labels == [f"vary_sam_b,pix2struct | {run}" for run in runs] + [
+        f"routed | {run}" for run in (*runs, "engine b=2 group 4")
     ]
     for run in summary["runs"]:
         assert run["pairs_per_second"] > 0
         if run["kind"] == "engine" and run["vision_attention"] == "reference":
             assert run["answers_equal_reference"] == 1.0  # float32: the engine gives the reference's tokens
     fused = [r for r in summary["runs"] if r["vision_attention"] == "sdpa"]
-    assert len(fused) == 2 and all(0 <= r["answers_equal_reference_attention"] <= 1 for r in fused)
+    assert len(fused) == 2 and all(0 <= r["answers_equal_default_engine"] <= 1 for r in fused)
+    grouped = summary["runs"][-1]
+    assert grouped["group_window"] == 4 and grouped["answers_equal_default_engine"] == 1.0  # float32: same tokens
     auto = next(r for r in summary["runs"] if r["run"] == "routed | engine b=auto")
     assert auto["batch_size"] == 4  # the documented CPU fallback
     assert auto["ms_per_pair"]["routing_prefill"] > 0 and auto["ms_per_pair"]["answer_decode"] > 0
