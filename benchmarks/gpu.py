@@ -600,7 +600,7 @@ def print_table(summary: dict) -> None:
         print(f"{r['run']:<40}{r['pairs_per_second']:>9.2f}{peak:>9}               {stages}")
         if r["achieved"]:
             rates = ", ".join(
-                f"{k} {v['tflops']:.1f} TFLOP/s ({100 * v['share_of_matmul_peak']:.0f}%)"
+                f"{k} {v['tflops']:.3g} TFLOP/s ({100 * v['share_of_matmul_peak']:.0f}%)"
                 for k, v in r["achieved"].items()
             )
             print(f"{'':<40}achieved: {rates}")
