@@ -77,13 +77,13 @@ def preprocess_all(image: Image.Image) -> dict:
 def prefetcher_rate(units: list, workers: int, repeats: int) -> float:
     """Best pages/s of ``repeats`` passes (the best filters out other load on a shared machine)."""
     rates = []
-    with Prefetcher(preprocess_all, workers=workers, timeout=120) as prefetcher:
+    with Prefetcher(workers=workers, timeout=120) as prefetcher:
         # start the workers (they import pymupdf) before the clock starts
-        for _ in prefetcher.map(units[:workers]):
+        for _ in prefetcher.map(units[:workers], preprocess=preprocess_all):
             pass
         for _ in range(repeats):
             start = time.perf_counter()
-            failed = sum(result.error is not None for result in prefetcher.map(units))
+            failed = sum(result.error is not None for result in prefetcher.map(units, preprocess=preprocess_all))
             rates.append(len(units) / (time.perf_counter() - start))
             assert failed == 0, f"{failed} pages failed"
     return max(rates)
@@ -120,8 +120,8 @@ def memory_run(units: list, workers: int, *, warmup: int, every: int) -> list[tu
     """(pages done, RSS of this process, RSS with workers) every ``every`` pages."""
     me = psutil.Process()
     samples = []
-    with Prefetcher(preprocess_all, workers=workers, timeout=120) as prefetcher:
-        for done, result in enumerate(prefetcher.map(units), start=1):
+    with Prefetcher(workers=workers, timeout=120) as prefetcher:
+        for done, result in enumerate(prefetcher.map(units, preprocess=preprocess_all), start=1):
             assert result.error is None, result.error
             del result
             if done == warmup or (done > warmup and done % every == 0) or done == len(units):

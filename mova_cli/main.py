@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from .commands import NothingToDo, SetupError
+from .commands import NothingToDo, Outcome, SetupError
 from .commands.ask import ask
 from .commands.convert import convert
 from .commands.download import download
@@ -111,10 +111,11 @@ class MovaGroup(click.Group):
                 raise
             logger.debug("library error", exc_info=True)
             raise _error(str(exc), code) from exc
-        from .progress import Summary
-
-        if isinstance(result, Summary) and not result.all_ok:
-            raise click.exceptions.Exit(ExitCode.ITEMS_FAILED)
+        if isinstance(result, Outcome):
+            if result.launched_exit_code:
+                raise click.exceptions.Exit(result.launched_exit_code)
+            if result.failed:
+                raise click.exceptions.Exit(ExitCode.ITEMS_FAILED)
         return result
 
 

@@ -7,7 +7,7 @@ torch) is only imported when an ``--experts`` list is actually converted.
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,18 +56,47 @@ class ExpertChoice:
     """What ``--experts`` asked for.
 
     Attributes:
-        forced: None lets the router choose (``auto``); a tuple forces exactly those experts (names,
-            registry order); the empty tuple (``none``) runs no expert.
+        forced: None lets the router choose (``auto``); a tuple forces exactly those experts: names
+            (registry order) then router letters (``A``..), which mean the loaded model's enabled
+            experts in their order and so are resolved only once it is loaded; the empty tuple
+            (``none``) runs no expert.
     """
 
     forced: tuple[str, ...] | None = None
 
     @property
     def label(self) -> str:
-        """The canonical spelling (``auto``, ``none`` or comma-separated names), used in record ids."""
+        """The canonical spelling (``auto``, ``none`` or comma-separated names then letters), used in ids."""
         if self.forced is None:
             return "auto"
         return ",".join(self.forced) if self.forced else "none"
+
+    def resolve(self, enabled: Sequence[str]) -> tuple[str, ...] | None:
+        """The forced experts as names, in the order of ``enabled`` (the loaded model's experts).
+
+        Raises:
+            ValueError: a letter beyond the model's experts.
+        """
+        if self.forced is None:
+            return None
+        names = [item for item in self.forced if not _is_letter(item)]
+        for letter in (item for item in self.forced if _is_letter(item)):
+            index = ord(letter) - ord("A")
+            if index >= len(enabled):
+                last = chr(ord("A") + len(enabled) - 1)
+                raise ValueError(
+                    f"no expert has letter {letter!r}; this model's letters: A-{last} ({_lettered(enabled)})"
+                )
+            names.append(enabled[index])
+        return tuple([name for name in enabled if name in names] + [n for n in names if n not in enabled])
+
+
+def _is_letter(item: str) -> bool:
+    return len(item) == 1 and "A" <= item <= "Z"
+
+
+def _lettered(names: Sequence[str]) -> str:
+    return ", ".join(f"{chr(ord('A') + i)}={name}" for i, name in enumerate(names))
 
 
 class ExpertsType(click.ParamType):
@@ -90,23 +119,20 @@ class ExpertsType(click.ParamType):
         for item in (part.strip() for part in text.split(",")):
             if not item:
                 continue
-            if len(item) == 1 and item.isalpha() and item.isupper():
-                index = ord(item) - ord("A")
-                if index >= len(names):
-                    self.fail(f"no expert has letter {item!r}; letters: A-{chr(ord('A') + len(names) - 1)}", param, ctx)
-                chosen.append(names[index])
+            if _is_letter(item):
+                chosen.append(item)  # resolved against the loaded model's experts (ExpertChoice.resolve)
             elif item.lower() in EXPERTS:
                 chosen.append(item.lower())
             else:
                 self.fail(
-                    f"unknown expert {item!r}; use auto, none, or names/letters from: "
-                    + ", ".join(f"{chr(ord('A') + i)}={n}" for i, n in enumerate(names)),
+                    f"unknown expert {item!r}; use auto, none, or names (or router letters) from: " + _lettered(names),
                     param,
                     ctx,
                 )
         if not chosen:
             self.fail("empty expert list; use auto, none, or names/letters", param, ctx)
-        return ExpertChoice(tuple(name for name in names if name in chosen))
+        letters = sorted({item for item in chosen if _is_letter(item)})
+        return ExpertChoice(tuple([name for name in names if name in chosen] + letters))
 
 
 def parse_size(text: str) -> int:

@@ -400,9 +400,10 @@ def _as_error(exc: BaseException, stage: str) -> UnitError:
 class Prefetcher:
     """Loads (in processes) and preprocesses (in threads) units ahead of their use, in order.
 
+    The worker processes start before the model loads (they render pages while inputs are discovered);
+    the model's preprocessing is given to ``map`` once it exists.
+
     Args:
-        preprocess: ``image -> value`` run on each loaded image in a thread (e.g. the model's processor
-            for the keys known before routing); None passes the images through.
         workers: worker processes, and preprocessing threads (default ``default_workers()``).
         max_ahead: units in flight at most (loading, preprocessing, or done and waiting to be
             consumed); default ``2 * workers``. This bounds host memory.
@@ -416,7 +417,6 @@ class Prefetcher:
 
     def __init__(
         self,
-        preprocess: Callable[[Image.Image], Any] | None = None,
         *,
         workers: int | None = None,
         max_ahead: int | None = None,
@@ -431,7 +431,6 @@ class Prefetcher:
         if self.max_ahead < 1:
             raise ValueError(f"max_ahead must be at least 1, got {self.max_ahead}")
         self.timeout = timeout
-        self._preprocess = preprocess
         self._load = load
         self._pool = WorkerPool(
             self.workers, max_tasks_per_worker=max_items_per_worker, start_method=start_method, preload=preload
@@ -463,12 +462,18 @@ class Prefetcher:
             # a consumer that stops early leaves at most max_ahead units to finish unseen
             pending.clear()
 
-    def map(self, units: Iterable[SourceUnit]) -> Iterator[Prefetched]:
+    def map(
+        self, units: Iterable[SourceUnit], *, preprocess: Callable[[Image.Image], Any] | None = None
+    ) -> Iterator[Prefetched]:
         """Load and preprocess ``units``; yield one ``Prefetched`` per unit, in input order.
 
         Units are pulled from ``units`` lazily, at most ``max_ahead`` ahead of the consumer.
+
+        Args:
+            preprocess: ``image -> value`` run on each loaded image in a thread (e.g. the model's
+                processor for the keys known before routing); None passes the images through.
         """
-        return self._ordered(units, self._start)
+        return self._ordered(units, partial(self._start, preprocess=preprocess))
 
     def expand(
         self, files: Iterable[SourceFile], *, settings: RenderSettings, pages: PageSelector | None = None
@@ -497,7 +502,7 @@ class Prefetcher:
         for units in self._ordered(files, start):
             yield from units
 
-    def _start(self, unit: SourceUnit) -> Future:
+    def _start(self, unit: SourceUnit, *, preprocess: Callable[[Image.Image], Any] | None) -> Future:
         """A future of the unit's ``Prefetched``; it never fails."""
         out: Future = Future()
         if unit.error is not None:
@@ -506,10 +511,10 @@ class Prefetcher:
         stage = "render" if unit.kind == "pdf" else "read"
         started = time.perf_counter()
 
-        def preprocess(image: Image.Image, load_seconds: float, notes: tuple[str, ...]) -> None:
+        def prepare(image: Image.Image, load_seconds: float, notes: tuple[str, ...]) -> None:
             began = time.perf_counter()
             try:
-                value = self._preprocess(image)
+                value = preprocess(image)
             except Exception as exc:  # the processor's failure on this image (e.g. an unsupported mode)
                 out.set_result(Prefetched(unit, image=image, error=_as_error(exc, "preprocess"), warnings=notes))
                 return
@@ -526,11 +531,11 @@ class Prefetcher:
                 return
             load_seconds = time.perf_counter() - started
             image, notes = (decoded.image, decoded.warnings) if isinstance(decoded, Decoded) else (decoded, ())
-            if self._preprocess is None:
+            if preprocess is None:
                 out.set_result(Prefetched(unit, image, load_seconds=load_seconds, warnings=notes))
                 return
             try:
-                self._threads.submit(preprocess, image, load_seconds, notes)
+                self._threads.submit(prepare, image, load_seconds, notes)
             except RuntimeError as exc:  # shut down while this unit was loading
                 out.set_result(Prefetched(unit, error=_as_error(exc, "preprocess")))
 

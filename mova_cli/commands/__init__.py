@@ -4,6 +4,8 @@ Command modules import only click and ``mova_cli.options`` at the top, so ``mova
 everything else is imported inside the command bodies.
 """
 
+from dataclasses import dataclass
+
 
 class SetupError(Exception):
     """The run cannot start or go on: the model, the output file or the environment (exit code 3)."""
@@ -14,4 +16,17 @@ class NothingToDo(Exception):
     exit code 1, with nothing written."""
 
 
-__all__ = ["NothingToDo", "SetupError"]
+@dataclass(frozen=True)
+class Outcome:
+    """What a command's run came to; ``mova_cli.main`` alone turns it into the exit code.
+
+    Attributes:
+        failed: items of the plan whose record is an error (exit code 1 when any).
+        launched_exit_code: the exit code of the processes this run started (``--gpus``), passed on.
+    """
+
+    failed: int = 0
+    launched_exit_code: int | None = None
+
+
+__all__ = ["NothingToDo", "Outcome", "SetupError"]

@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stub_engine import StubEngine, stub_opener  # noqa: E402
 
-from mova_cli.commands import ask as ask_command  # noqa: E402
+from mova_cli.ask import execute as ask_execute  # noqa: E402
 from mova_cli.main import cli  # noqa: E402
 
 if __name__ == "__main__":
-    ask_command.open_model = stub_opener(StubEngine(delay=float(sys.argv[1])))
+    ask_execute.open_model = stub_opener(StubEngine(delay=float(sys.argv[1])))
     cli(sys.argv[2:], prog_name="mova")

@@ -1,4 +1,4 @@
-"""A stand-in for the model behind `mova ask`'s one seam (`commands.ask.open_model`), llm's MockModel idea.
+"""A stand-in for the model behind `mova ask`'s one seam (`mova_cli.ask.execute.open_model`), llm's MockModel idea.
 
 It answers instantly and deterministically from the page's content hash and the prompt, so tests of
 CLI logic (records, resume, exit codes, interruption) run without a model. It takes and returns the
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from mova.config import MoVAConfig
 from mova.requests import ErrorInfo, Request, Result, RoutingDecision
 from mova.routing import LETTERS
-from mova_cli.commands import ask as ask_command
+from mova_cli.ask import execute as ask_execute
 from mova_cli.records import ModelInfo
 
 # The stub stands in for the tiny-random model: its enabled experts, in router-letter order.
@@ -95,13 +95,14 @@ class StubEngine:
 
 
 def stub_opener(engine: StubEngine):
-    """A replacement for ``ask.open_model`` that serves ``engine``."""
+    """A replacement for ``mova_cli.ask.execute.open_model`` (the model seam) that serves ``engine``."""
 
-    def open_model(settings):
+    def open_model(settings: ask_execute.ModelSettings) -> ask_execute.ModelSession:
         engine.settings = settings
-        return ask_command.ModelSession(
+        return ask_execute.ModelSession(
             engine=engine,
             info=ModelInfo(id=settings.model_id, revision=settings.revision, dtype="float32"),
+            experts=NAMES,
         )
 
     return open_model
@@ -110,5 +111,5 @@ def stub_opener(engine: StubEngine):
 def install(monkeypatch, **options) -> StubEngine:
     """Route `mova ask` to a new StubEngine for the rest of the test."""
     engine = StubEngine(**options)
-    monkeypatch.setattr(ask_command, "open_model", stub_opener(engine))
+    monkeypatch.setattr(ask_execute, "open_model", stub_opener(engine))
     return engine

@@ -140,8 +140,8 @@ def test_errors_come_back_as_values_in_place(tmp_path):
             raise RuntimeError("processor refused")
         return image.size[0] * 10
 
-    with _prefetcher(preprocess=preprocess) as prefetcher:
-        results = list(prefetcher.map(units))
+    with _prefetcher() as prefetcher:
+        results = list(prefetcher.map(units, preprocess=preprocess))
     assert [r.value for r in results] == [10, None, None, None, 50]
     assert results[1].error is given
     assert not (tmp_path / "started-2").exists()  # an error unit is never loaded
@@ -224,9 +224,9 @@ def test_real_files_end_to_end(tmp_path):
         return clip_style_transform(image, size=32, mean=CLIP_MEAN, std=CLIP_STD, pad_to_square=True)
 
     local = discover_sources([str(tmp_path)])
-    with Prefetcher(preprocess, workers=2, timeout=60) as prefetcher:
+    with Prefetcher(workers=2, timeout=60) as prefetcher:
         expanded = list(prefetcher.expand(discover([str(tmp_path)]), settings=RenderSettings()))
-        results = list(prefetcher.map(expanded))
+        results = list(prefetcher.map(expanded, preprocess=preprocess))
     assert expanded == local
     assert [(r.unit.rel_path, r.unit.page, r.error and r.error.type) for r in results] == [
         ("doc.pdf", 1, None),

@@ -1,0 +1,304 @@
+"""The model seam and the answering loop of ``mova ask``.
+
+``open_model(settings) -> ModelSession`` is the one place the CLI reaches the model library (tests
+replace it with a stub engine built on the same ``mova.requests`` types). ``execute`` turns the
+plan's jobs into requests, streams them through the engine, and hands one record per job to a
+``RecordSink``, which writes, counts and shows progress.
+"""
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mova.constants import RANDOM_PRESETS, canonical_dtype, hub_offline
+from mova.requests import GenerationConfig, Request, Result
+
+from .options import AskOptions, check_forced_experts
+from .planning import RunPlan
+
+if TYPE_CHECKING:
+    from ..records import ModelInfo, RecordContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What ``-m`` and friends asked for."""
+
+    spec: str
+    revision: str | None
+    cache_dir: str | None
+    offline: bool
+    device: str
+    dtype: str
+    attn: str
+    batch_size: int | str  # or "auto"
+    device_map: str | None = None
+    max_memory: dict[int | str, int] | None = None
+    offload_dir: str | None = None
+    quantize: str | None = None  # int8 | nf4
+
+    @classmethod
+    def from_options(cls, options: AskOptions, *, offload_dir: str | None) -> "ModelSettings":
+        return cls(
+            spec=options.model,
+            revision=options.revision,
+            cache_dir=options.cache_dir,
+            offline=options.offline,
+            device=options.device,
+            dtype=options.dtype,
+            attn=options.attn,
+            batch_size=options.batch_size,
+            device_map=options.device_map,
+            max_memory=options.max_memory,
+            offload_dir=offload_dir,
+            quantize=options.quantize,
+        )
+
+    @property
+    def model_id(self) -> str:
+        """The model's identity in records and ids: a local directory by its absolute path."""
+        local = Path(self.spec).expanduser()
+        return str(local.resolve()) if self.spec not in RANDOM_PRESETS and local.is_dir() else self.spec
+
+
+class AnswerEngine(Protocol):
+    """What the CLI needs of an engine: ``mova.Engine``, or a test stub built on the same types."""
+
+    def run(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """One result per request (carrying the request's ``tag``), streamed as batches finish."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelSession:
+    """A loaded model behind the seam.
+
+    Attributes:
+        engine: answers the requests.
+        info: the model's description for records.
+        experts: the model's enabled experts, in router-letter order (``--experts`` letters mean these).
+        preprocess: ``(image, *, experts=()) -> pixel_values`` computed ahead of the model by the prefetch
+            threads (the base encoder's input and the forced experts'; routed experts' inputs are made
+            by the engine); None: none.
+    """
+
+    engine: AnswerEngine
+    info: "ModelInfo"
+    experts: tuple[str, ...]
+    preprocess: Callable[[Any], dict[str, Any]] | None = None
+
+
+def open_model(settings: ModelSettings) -> ModelSession:
+    """Load the model and its batching engine: the one seam between the CLI and the model library.
+
+    Raises:
+        mova.errors.MoVAError: the model cannot be found or loaded (exit code 3).
+    """
+    import torch
+
+    import mova
+
+    from ..records import ModelInfo
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = settings.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+    dtype = canonical_dtype(dtype)
+    where = f"device map {settings.device_map}" if settings.device_map else device
+    logger.info("loading %s on %s (%s)", settings.spec, where, dtype)
+    loaded = mova.load_model(
+        settings.spec,
+        device=device,
+        dtype=dtype,
+        attn_implementation=settings.attn,
+        device_map=settings.device_map,
+        max_memory=settings.max_memory,
+        offload_dir=settings.offload_dir,
+        allow_download=not (settings.offline or hub_offline()),
+        revision=settings.revision,
+        cache_dir=settings.cache_dir,
+        quantize=settings.quantize,
+    )
+    engine = mova.Engine(loaded, batch_size=settings.batch_size)
+    info = ModelInfo(id=settings.model_id, revision=loaded.revision, dtype=dtype, quant=loaded.quant)
+    experts = tuple(loaded.model.config.enabled_experts)
+    return ModelSession(engine=engine, info=info, experts=experts, preprocess=engine.preprocess)
+
+
+@contextmanager
+def offload_dir(options: AskOptions) -> Iterator[str | None]:
+    """``--offload-dir``, or a temporary folder beside the output (else in the system's) for a device map."""
+    import shutil
+    import tempfile
+
+    if options.device_map is None or options.offload_dir is not None:
+        if options.offload_dir is not None and options.device_map is not None:
+            Path(options.offload_dir).mkdir(parents=True, exist_ok=True)
+        yield options.offload_dir
+        return
+    folder = None if options.output == "-" else Path(options.output).absolute().parent
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        folder = None
+    path = tempfile.mkdtemp(prefix=".mova-offload-", dir=folder)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class ErrorLimitReached(Exception):
+    """``--max-errors`` / ``--fail-fast``: the run stops; every record written so far is whole."""
+
+
+class RecordSink:
+    """Where every record of a run goes: the writer (cut to ``--fields``), the summary, the bar and
+    the JSON progress events; it stops the run at ``--max-errors``."""
+
+    def __init__(self, writer: Any, summary: Any, *, fields: tuple[str, ...] | None, max_errors: int | None,
+                 bar: Any, events: Any) -> None:  # fmt: skip
+        self.writer, self.summary, self.bar, self.events = writer, summary, bar, events
+        self.fields = fields
+        self.max_errors = max_errors
+
+    def emit(self, record: dict[str, Any]) -> None:
+        from ..records import failure_reason, select_fields
+
+        self.writer.write(record if self.fields is None else select_fields(record, self.fields))
+        if record["status"] == "ok":
+            self.summary.add_ok()
+        else:
+            self.summary.add_failure(*failure_reason(record))
+        self.bar.update(1)
+        if self.events is not None:
+            self.events.item(record)
+        if self.max_errors is not None and self.summary.failed >= self.max_errors:
+            raise ErrorLimitReached(f"stopped after {self.summary.failed} error record(s) (--max-errors/--fail-fast)")
+
+
+def open_session(settings: ModelSettings, run: RunPlan) -> ModelSession | None:
+    """The model for ``run``, or None when no job has a readable page (every record is then an error
+    record, and no model loads)."""
+    if any(job.problem is None and job.unit.error is None for job in run.todo.jobs):
+        return open_model(settings)
+    return None
+
+
+def _load_inline(unit: Any) -> Any:
+    """Load a unit in this process (``--workers 0``), as the prefetcher would."""
+    from ..prefetch import Prefetched
+    from ..sources import SourceError, decode_unit
+
+    if unit.error is not None:
+        return Prefetched(unit, error=unit.error)
+    start = time.perf_counter()
+    try:
+        decoded = decode_unit(unit)
+    except SourceError as exc:
+        return Prefetched(unit, error=exc.error)
+    return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
+
+
+def _unit_groups(jobs: list[Any]) -> list[tuple[Any, list[Any]]]:
+    """Consecutive jobs on the same unit, grouped (plans are unit-major)."""
+    groups: list[tuple[Any, list[Any]]] = []
+    for job in jobs:
+        if groups and groups[-1][0] is job.unit:
+            groups[-1][1].append(job)
+        else:
+            groups.append((job.unit, [job]))
+    return groups
+
+
+def _requests(
+    groups: list[tuple[Any, list[Any]]],
+    fetched_units: Iterable[Any],
+    *,
+    params: Any,
+    forced: tuple[str, ...] | None,
+    unreadable: deque,
+    fetched_by_job: dict[str, Any],
+) -> Iterator[Request]:
+    """One request per job of each readable unit; the jobs of units that could not be loaded go to
+    ``unreadable`` (job, prefetched), and each fetched page stays in ``fetched_by_job`` until answered."""
+    generation = GenerationConfig(
+        max_new_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p, seed=params.seed
+    )
+    for (_, jobs), fetched in zip(groups, fetched_units, strict=True):
+        if fetched.error is not None:
+            unreadable.extend((job, fetched) for job in jobs)
+            continue
+        for job in jobs:
+            fetched_by_job[job.id] = fetched
+            yield Request(
+                image_key=job.unit.content_hash,
+                image=fetched.image,
+                prompt=job.prompt.text,
+                system=job.prompt.system,
+                schema=job.prompt.schema,
+                experts=forced,
+                route_only=params.route_only,
+                generation=generation,
+                pixel_values=fetched.value or {},
+                tag=job,
+            )
+
+
+def execute(run: RunPlan, session: ModelSession | None, sink: RecordSink, *, context: "RecordContext",
+            options: AskOptions, prefetcher: Any) -> None:  # fmt: skip
+    """Answer this process's jobs; one record per job goes to ``sink`` (bad prompt lines first, then
+    in plan order, an unreadable page's records as soon as the pages before it are answered)."""
+    from ..records import build_record, error_fields, record_from_result
+
+    for job in (job for job in run.todo.jobs if job.problem is not None):
+        error = error_fields("prompt", job.problem.type, job.problem.message)
+        sink.emit(build_record(job, context, status="error", error=error))
+    forced = check_forced_experts(options, session.experts) if session is not None else options.experts.forced
+    groups = _unit_groups([job for job in run.todo.jobs if job.problem is None])
+    units = [unit for unit, _ in groups]
+    preprocess = session.preprocess if session is not None else None
+    if preprocess is not None and forced:  # known before routing: their inputs are prefetched too
+        preprocess = partial(preprocess, experts=forced)
+    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(_load_inline, units)
+    unreadable: deque[tuple[Any, Any]] = deque()
+    fetched_by_job: dict[str, Any] = {}
+    requests = _requests(
+        groups, fetched, params=run.params, forced=forced, unreadable=unreadable, fetched_by_job=fetched_by_job
+    )
+
+    def drain() -> None:
+        while unreadable:
+            job, page = unreadable.popleft()
+            error = error_fields(page.error.stage, page.error.type, page.error.message)
+            sink.emit(build_record(job, context, status="error", error=error))
+
+    for result in session.engine.run(requests) if session is not None else requests:
+        drain()
+        page = fetched_by_job.pop(result.tag.id)
+        extra = {"load_ms": page.load_seconds * 1000, "image_size": page.size, "warnings": page.warnings}
+        sink.emit(record_from_result(result.tag, result, context, **extra))
+    drain()
+
+
+__all__ = [
+    "AnswerEngine",
+    "ErrorLimitReached",
+    "ModelSession",
+    "ModelSettings",
+    "RecordSink",
+    "execute",
+    "offload_dir",
+    "open_model",
+    "open_session",
+]
