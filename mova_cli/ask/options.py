@@ -112,10 +112,10 @@ def resolve(options: AskOptions, world: Any) -> AskOptions:
     """
     from ..output_checks import check_output
 
+    _check_exclusive(options)  # the options among themselves first, then what they name on disk
     _check_inputs_exist(options.paths)
     check_output(options.output, inputs=options.input_files())
     _check_output(options, world)
-    _check_exclusive(options)
     return _check_placement(options, world)
 
 
