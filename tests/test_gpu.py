@@ -24,7 +24,7 @@ def _strict_float32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
-def _requests(**fields):
+def _requests(generation: GenerationConfig | None = None):
     images = [Image.new("RGB", (50 + 9 * i, 40 + 3 * i), (30 * i, 200 - 20 * i, 90)) for i in range(5)]
     return [
         Request(
@@ -32,9 +32,8 @@ def _requests(**fields):
             image=images[i],
             prompt=f"what is in part {i}?",
             experts=EXPERTS[i],
-            generation=GenerationConfig(max_new_tokens=5),
+            generation=generation or GenerationConfig(max_new_tokens=5),
             tag=i,
-            **fields,
         )
         for i in range(5)
     ]
@@ -100,3 +99,22 @@ def test_prefetched_inputs_are_pinned_and_copied_without_blocking():
     names = {event.name for event in trace.events()}
     assert any("Pinned -> Device" in name for name in names), sorted(n for n in names if "Memcpy" in n)
     assert outputs == _outputs(loaded)
+
+
+def test_sampled_answers_do_not_depend_on_the_batch_on_cuda():
+    loaded = mova.load_model("tiny-random", device="cuda")
+    sampled = GenerationConfig(max_new_tokens=5, temperature=0.9, top_p=0.9, seed=7)
+
+    def answers(batch_size):
+        requests = _requests(generation=sampled)
+        return [(r.answer, r.error) for r in Engine(loaded, batch_size=batch_size).run(requests)]
+
+    assert answers(1) == answers(3)
+
+
+def test_auto_batch_size_reads_the_free_memory_of_the_gpu():
+    from mova.batch_sizing import MAX_BATCH_SIZE, free_memory
+
+    loaded = mova.load_model("tiny-random", device="cuda", dtype="bfloat16")
+    assert free_memory(torch.device("cuda", 0)) > 0
+    assert 1 <= Engine(loaded, batch_size="auto").batch_size <= MAX_BATCH_SIZE
