@@ -581,7 +581,8 @@ def _parse_fields(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def output_options(fn: Callable) -> Callable:
-    """Where records go, and how an existing output file is resumed."""
+    """Where records go, and how an existing output file is resumed; then what records hold and
+    when a run stops (``record_options``)."""
     return _stack(
         fn,
         [
@@ -612,6 +613,16 @@ def output_options(fn: Callable) -> Callable:
                 "answer with newlines as \\n, or 'ERROR stage/type: message') are rendered on stdout at the end "
                 "(for -o files use `mova export`).",
             ),
+            record_options,
+        ],
+    )
+
+
+def record_options(fn: Callable) -> Callable:
+    """What each record keeps, how progress is shown, and when a run stops or only plans."""
+    return _stack(
+        fn,
+        [
             click.option(
                 "--fields",
                 callback=_parse_fields,
@@ -678,5 +689,6 @@ __all__ = [
     "parallel_options",
     "parse_size",
     "placement_options",
+    "record_options",
     "verbosity_options",
 ]

@@ -179,16 +179,6 @@ def build_record(
         warnings: what the decoder warned about while reading the page.
     """
     ok = status == "ok"
-    # Records without a routing decision (errors) still have the object, so `.experts.chosen` is a list.
-    experts = {"chosen": [], "letters": [], "router_text": None, "forced": None, "gate": None}
-    if ok and routing is not None:
-        experts = {
-            "chosen": list(routing.experts),
-            "letters": list(routing.letters),
-            "router_text": None if routing.forced else routing.raw_text,
-            "forced": bool(routing.forced),
-            "gate": gate,
-        }
     prompt_tokens, router_tokens, answer_tokens = usage if usage else (None, None, None)
     return {
         "schema": SCHEMA,
@@ -199,18 +189,13 @@ def build_record(
         "status": status,
         "answer": answer if ok else None,
         "answer_json": answer_json if ok else None,
-        "experts": experts,
+        "experts": _experts(routing if ok else None, gate),
         "error": None if error is None else {**error, "retries": error.get("retries", 0)},
         "warnings": list(warnings),
         "gen": _gen(context.params),
         "usage": {"prompt_tokens": prompt_tokens, "router_tokens": router_tokens, "answer_tokens": answer_tokens},
         "timing_ms": _timing(timings_ms, load_ms),
-        "model": {
-            "id": context.model.id,
-            "revision": context.model.revision,
-            "dtype": context.model.dtype,
-            "quant": context.model.quant,
-        },
+        "model": _model(context.model),
         "run": {
             "run_id": context.run.run_id,
             "rank": context.run.rank,
@@ -219,6 +204,23 @@ def build_record(
         },
         "mova_version": context.mova_version,
     }
+
+
+def _experts(routing: Any, gate: Any) -> dict[str, Any]:
+    """Records without a routing decision (errors) still have the object, so ``.experts.chosen`` is a list."""
+    if routing is None:
+        return {"chosen": [], "letters": [], "router_text": None, "forced": None, "gate": None}
+    return {
+        "chosen": list(routing.experts),
+        "letters": list(routing.letters),
+        "router_text": None if routing.forced else routing.raw_text,
+        "forced": bool(routing.forced),
+        "gate": gate,
+    }
+
+
+def _model(model: ModelInfo) -> dict[str, Any]:
+    return {"id": model.id, "revision": model.revision, "dtype": model.dtype, "quant": model.quant}
 
 
 def error_fields(stage: str, type_name: str, message: str) -> dict[str, Any]:

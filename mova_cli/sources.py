@@ -439,31 +439,12 @@ def discover(
         yielded, as an error when it is not an image or PDF.
     """
     seen: set[tuple[int, int]] = set()
-
-    def unique(source: SourceFile) -> bool:
-        if source.error is not None:
-            return True
-        try:
-            info = os.stat(source.path)
-        except OSError:
-            return True
-        identity = (info.st_dev, info.st_ino)
-        if identity in seen:
-            return False
-        seen.add(identity)
-        return True
-
     for raw in inputs:
         text = os.fspath(raw)
-        if not os.path.lexists(text) and _has_magic(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                yield SourceFile(text, text, error=UnitError("discover", "no_match", f"{text}: no file matches"))
-                continue
-            base = _glob_base(text)
-            targets = [(match, PurePath(os.path.relpath(match, base)).as_posix(), True) for match in matches]
-        else:
-            targets = [(text, PurePath(text).name or text, False)]
+        targets = _targets(text)
+        if targets is None:
+            yield SourceFile(text, text, error=UnitError("discover", "no_match", f"{text}: no file matches"))
+            continue
         for path, rel_path, globbed in targets:
             if not os.path.lexists(path):
                 yield SourceFile(path, rel_path, error=UnitError("discover", "not_found", f"{path}: no such file"))
@@ -481,8 +462,34 @@ def discover(
                 if isinstance(source, PassedOver):
                     if passed_over is not None:
                         passed_over.append(source)
-                elif unique(source):
+                elif _first_time(source, seen):
                     yield source
+
+
+def _targets(text: str) -> list[tuple[str, str, bool]] | None:
+    """(path, relative path, globbed) of one input: itself, or what its glob pattern matches (None: nothing)."""
+    if os.path.lexists(text) or not _has_magic(text):
+        return [(text, PurePath(text).name or text, False)]
+    matches = sorted(glob.glob(text, recursive=True))
+    if not matches:
+        return None
+    base = _glob_base(text)
+    return [(match, PurePath(os.path.relpath(match, base)).as_posix(), True) for match in matches]
+
+
+def _first_time(source: SourceFile, seen: set[tuple[int, int]]) -> bool:
+    """False for a file already yielded (the same device and inode: overlapping inputs, symlinks)."""
+    if source.error is not None:
+        return True
+    try:
+        info = os.stat(source.path)
+    except OSError:
+        return True
+    identity = (info.st_dev, info.st_ino)
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def missing_inputs(inputs: Iterable[str]) -> list[str]:

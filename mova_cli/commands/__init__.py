@@ -21,7 +21,8 @@ class Outcome:
     """What a command's run came to; ``mova_cli.main`` alone turns it into the exit code.
 
     Attributes:
-        failed: items of the plan whose record is an error (exit code 1 when any).
+        failed: what failed (``ask``: items whose record is an error; ``merge``: items missing or in
+            conflict; ``status``: items not ok, torn files); exit code 1 when any.
         launched_exit_code: the exit code of the processes this run started (``--gpus``), passed on.
     """
 

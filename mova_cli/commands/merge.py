@@ -65,11 +65,10 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
     """
     from ..output_lock import hold_outputs
     from ..shards import PartError, merge_records, read_plan, read_records, write_records
-    from . import SetupError
+    from . import Outcome, SetupError
 
     if output is None and not check:
         raise click.UsageError("give -o OUT for the merged file, or --check to only check the parts")
-    quiet = get_verbosity(ctx).quiet
     writes = not check and output != "-"
     with hold_outputs([output] if writes else [], purpose="mova merge"):  # its target, like any writer
         files = list(dict.fromkeys(Path(part).absolute() for part in parts))
@@ -85,6 +84,13 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
         if not check:
             write_records(output, merged.records)
 
+    problems = _report(merged, plan, plan_path, files, output=output, check=check, quiet=get_verbosity(ctx).quiet)
+    return Outcome(failed=problems)
+
+
+def _report(merged: Any, plan: Any, plan_path: Path | None, files: list[Path], *, output: str | None, check: bool,
+            quiet: bool) -> int:  # fmt: skip
+    """Tell stderr what the merge did; returns how many problems (missing items, conflicts) it found."""
     where = " (checked, nothing written)" if check else f" -> {output}"
     report = [
         f"mova merge: {merged.read} records in {len(files)} file(s): {len(merged.records)} items, "
@@ -110,9 +116,7 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
         report.append(f"{merged.failed} item(s) have error records (`mova ask ... --retry-failed` redoes them)")
     for line in ([] if quiet else report) + problems:
         click.echo(f"mova: {line}" if not line.startswith("mova merge") else line, err=True)
-    if problems:
-        ctx.exit(1)
-    return None
+    return len(merged.missing) + len(merged.conflicts)
 
 
 __all__ = ["merge"]

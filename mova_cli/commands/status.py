@@ -100,7 +100,7 @@ def _table(status: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @verbosity_options
 @click.pass_context
-def status(ctx: click.Context, output: str, as_json: bool) -> None:
+def status(ctx: click.Context, output: str, as_json: bool) -> Any:
     """Summarise OUTPUT, a file written by `mova ask -o` (and its part files), by the plan of the
     last run on it: items ok, items failed (grouped by stage/type, with examples), planned items not
     done yet; records outside that plan are counted apart (kept in the file, not judged).
@@ -115,7 +115,7 @@ def status(ctx: click.Context, output: str, as_json: bool) -> None:
     import orjson
 
     from ..shards import PartError
-    from . import SetupError
+    from . import Outcome, SetupError
 
     try:
         summary = summarise(output)
@@ -125,8 +125,8 @@ def status(ctx: click.Context, output: str, as_json: bool) -> None:
         click.echo(orjson.dumps(summary).decode())
     else:
         click.echo(_table(summary))
-    if summary["error"] or summary["other"] or summary["missing"] or summary["torn"]:
-        ctx.exit(1)
+    failed = summary["error"] + summary["other"] + (summary["missing"] or 0) + len(summary["torn"])
+    return Outcome(failed=failed)
 
 
 __all__ = ["status", "summarise"]
