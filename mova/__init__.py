@@ -10,6 +10,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AnswerSchema": "answer_schema",
+    "AnswerSchemaError": "answer_schema",
     "AdapterConfig": "config",
     "MoVAConfig": "config",
     "RoutingConfig": "config",

@@ -68,6 +68,23 @@ def test_every_answer_meets_its_schema_and_batch_1_equals_batch_8(loaded, name):
         assert result.answer.startswith(("{", '"', "["))
 
 
+def test_sampled_answers_meet_the_schema_too_and_do_not_depend_on_the_batch(loaded):
+    schema = AnswerSchema.from_value(SCHEMAS["array"])
+
+    def sampled():
+        requests = _requests(lambda i: schema)
+        for request in requests:
+            request.generation = GenerationConfig(max_new_tokens=40, temperature=1.0, seed=7)
+        return requests
+
+    batched = list(Engine(loaded, batch_size=8).run(sampled()))
+    alone = list(Engine(loaded, batch_size=1).run(sampled()))
+    assert _outcome(batched) == _outcome(alone)
+    for result in batched:
+        assert result.ok, result.error
+        jsonschema.validate(result.answer_json, SCHEMAS["array"])
+
+
 def test_schema_rows_leave_free_rows_and_routing_as_they_were(loaded):
     schema = AnswerSchema.from_value(SCHEMAS["object"])
     free = list(Engine(loaded, batch_size=8).run(_requests(lambda i: None)))
