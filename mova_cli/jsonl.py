@@ -122,11 +122,25 @@ def replace_atomically(path: str | Path, data: bytes) -> None:
     path = Path(path)
     # A random suffix too: ranks on other machines may write the same file on a shared disk.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise error_naming(exc, path) from exc
+        raise
+
+
+def error_naming(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` with ``path`` as its file name, so the message says which file could not be written."""
+    return type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") if exc.errno else exc
 
 
 class JsonlWriter:
@@ -156,19 +170,34 @@ class JsonlWriter:
             self._stream.flush()
         else:
             assert self._fd is not None, "write after close"
-            view = memoryview(line)
-            while view:
-                # A regular-file write is whole in practice; loop in case the kernel returns short.
-                written = os.write(self._fd, view)
-                view = view[written:]
-            if (self.count + 1) % self.fsync_every == 0:
-                os.fsync(self._fd)
+            size = os.fstat(self._fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    # A regular-file write is whole in practice; loop in case the kernel returns short.
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                if (self.count + 1) % self.fsync_every == 0:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                self._cut_back(size)
+                raise error_naming(exc, self.target) from exc
         self.count += 1
+
+    def _cut_back(self, size: int) -> None:
+        """After a failed write (a full disk): cut the part of the line that got in, if the disk lets us;
+        else the next run (or ``mova repair``) cuts it, and ``mova status`` reports it meanwhile."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:
+            logger.warning("%s: could not cut back a partly written line; the next run repairs it", self.target)
 
     def close(self) -> None:
         if self._fd is not None:
             try:
                 os.fsync(self._fd)
+            except OSError as exc:
+                raise error_naming(exc, self.target) from exc
             finally:
                 os.close(self._fd)
                 self._fd = None
@@ -183,4 +212,14 @@ class JsonlWriter:
         self.close()
 
 
-__all__ = ["STDOUT", "JsonlError", "JsonlWriter", "ReadResult", "dumps", "encode", "loads", "read_jsonl"]
+__all__ = [
+    "STDOUT",
+    "JsonlError",
+    "JsonlWriter",
+    "ReadResult",
+    "dumps",
+    "encode",
+    "error_naming",
+    "loads",
+    "read_jsonl",
+]

@@ -79,10 +79,13 @@ def repair_file(path: str | Path) -> Repaired:
     if not kept:
         raise NotAnOutput(f"{path} holds no {SCHEMA} record: it is not a mova output, nothing was changed")
     result.side = side_path(path)
-    with open(result.side, "ab") as handle:
-        handle.write(b"".join(aside))
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(result.side, "ab") as handle:
+            handle.write(b"".join(aside))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise jsonl.error_naming(exc, result.side) from exc
     jsonl.replace_atomically(path, b"".join(kept))
     return result
 
