@@ -296,6 +296,7 @@ class RunParams:
         route_only: the routing pass only.
         model_id, model_revision: which weights.
         quant: ``int8`` / ``nf4`` weights (None: full precision; then not in the hash, so ids stay).
+        dtype: what the model computes in (``float32``, ``bfloat16``, ...; None: unstated, not hashed).
     """
 
     max_new_tokens: int
@@ -307,12 +308,15 @@ class RunParams:
     model_id: str
     model_revision: str | None = None
     quant: str | None = None
+    dtype: str | None = None
 
     def hash_fields(self) -> dict[str, Any]:
         greedy = self.temperature == 0
         quant = {} if self.quant is None else {"quant": self.quant}
+        dtype = {} if self.dtype is None else {"dtype": self.dtype}
         return {
             **quant,
+            **dtype,
             "max_new_tokens": None if self.route_only else self.max_new_tokens,
             "temperature": float(self.temperature),
             # Greedy decoding ignores top_p and the seed: changing them must not redo finished work.

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mova.constants import RANDOM_PRESETS, canonical_dtype, hub_offline
+from mova.constants import hub_offline
 from mova.requests import GenerationConfig, Request, Result
 
 from .options import AskOptions, check_forced_experts
@@ -65,9 +65,10 @@ class ModelSettings:
 
     @property
     def model_id(self) -> str:
-        """The model's identity in records and ids: a local directory by its absolute path."""
-        local = Path(self.spec).expanduser()
-        return str(local.resolve()) if self.spec not in RANDOM_PRESETS and local.is_dir() else self.spec
+        """The model's identity in records and ids: a local directory by a digest of its content."""
+        from ..model_identity import model_identity
+
+        return model_identity(self.spec)
 
 
 class AnswerEngine(Protocol):
@@ -107,15 +108,13 @@ def open_model(settings: ModelSettings) -> ModelSession:
 
     import mova
 
+    from ..model_identity import effective_dtype
     from ..records import ModelInfo
 
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = settings.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
-    dtype = canonical_dtype(dtype)
+    dtype = effective_dtype(device, settings.dtype)
     where = f"device map {settings.device_map}" if settings.device_map else device
     logger.info("loading %s on %s (%s)", settings.spec, where, dtype)
     loaded = mova.load_model(

@@ -76,6 +76,7 @@ def _paths(options: AskOptions) -> list[str]:
 
 
 def run_params(options: AskOptions, model_id: str) -> Any:
+    from ..model_identity import effective_dtype
     from ..plan import RunParams
 
     return RunParams(
@@ -88,6 +89,7 @@ def run_params(options: AskOptions, model_id: str) -> Any:
         model_id=model_id,
         model_revision=options.revision,
         quant=options.quantize,
+        dtype=effective_dtype(options.device, options.dtype),
     )
 
 
@@ -121,6 +123,7 @@ def plan(options: AskOptions, outputs: OutputSet, *, model_id: str, prefetcher: 
     """
     from ..commands import NothingToDo
     from ..plan import build_jobs, filter_done, outside_their_folder, select_shard
+    from ..settings_drift import settings_drift
     from ..shards import best_records
     from ..sources import passed_over_counts
 
@@ -130,6 +133,14 @@ def plan(options: AskOptions, outputs: OutputSet, *, model_id: str, prefetcher: 
     params = run_params(options, model_id)
     found = read_done(outputs, overwrite=options.overwrite)
     previous = [record for _, record in best_records(found)[0].values()]
+    drift = settings_drift(previous, params)
+    if drift:
+        logger.warning(
+            "%s holds answers made with other settings: %s; this run answers those items again, beside them "
+            "(another -o keeps the sets apart)",
+            outputs.base,
+            "; ".join(drift),
+        )
     passed_over: list[Any] = []
     units, file_units = _discover(options, paths, prompts, prefetcher, passed_over)
     problems = [*problems, *outside_their_folder(units, prompts)]
