@@ -18,7 +18,9 @@ pinned range, pymupdf, orjson and a newer regex travel as wheels, about 39 MB):
 
 Printed: a readable table on stdout, then one line ``GPU_SUMMARY {json}`` with everything (also written
 to --out). On CUDA the ``gpu``-marked tests run at the end (``pytest -m gpu``) and their outcome is in
-the summary. Without CUDA the GPU-only entries say ``skipped`` and why.
+the summary. Without CUDA the GPU-only entries say ``skipped`` and why. Then, optional and last, the
+routed mode with static KV caches (``--static-cache-batch``; on CUDA its first run compiles), after
+which the table and a complete ``GPU_SUMMARY`` line are printed again.
 
 Modes: forced experts (``--modes``, ';'-separated: an expert list, ``none``, ``all``) and ``routed``
 (the LLM picks). Each mode runs (a) the reference-style loop (benchmarks/throughput.py's
@@ -212,7 +214,8 @@ class StageClock:
     def _llm_flops(self, *args, **kwargs) -> float:
         rows, new = self._new_tokens(kwargs)
         cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() - new if cache is not None else 0  # read after the call: it holds new
+        # read after the call, so it holds the new positions too (a static cache counts in a tensor)
+        past = int(cache.get_seq_length()) - new if cache is not None else 0
         keep = kwargs.get("logits_to_keep", 0)  # generate passes 1; 0 means every position
         logits = new if keep == 0 else keep
         return rows * llm_flops(self.llm, new_tokens=new, past_tokens=max(past, 0), logits=logits)
@@ -273,8 +276,10 @@ def _prefetched(engine, requests, threads: int):
             yield dataclasses.replace(request, image=image, pixel_values=pixel_values)
 
 
-def run_engine(loaded, requests, batch_size, prefetch_threads: int = 0, group_window: int = 1) -> list:
-    engine = mova.Engine(loaded, batch_size=batch_size, group_window=group_window)
+def run_engine(
+    loaded, requests, batch_size, prefetch_threads: int = 0, group_window: int = 1, static_cache: bool = False
+) -> list:
+    engine = mova.Engine(loaded, batch_size=batch_size, group_window=group_window, static_cache=static_cache)
     if prefetch_threads:
         requests = _prefetched(engine, requests, prefetch_threads)
     outputs = []
@@ -432,6 +437,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--group-window", type=int, default=4, help="routed mode: one more run with Engine(group_window=N)"
     )
+    parser.add_argument(
+        "--static-cache-batch",
+        type=int,
+        default=8,
+        help="routed mode at this batch with static KV caches (compiled decode on CUDA), run last; 0: skip",
+    )
+    parser.add_argument(
+        "--static-budget-s", type=float, default=420.0, help="static-cache runs not started by then are skipped"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gpu-tests", action="store_true")
     parser.add_argument("--out", help="also write the JSON summary here")
@@ -554,6 +568,7 @@ def main(argv=None) -> dict:
             and r["kind"] == "engine"
             and r["vision_attention"] == "reference"
             and r["group_window"] == 1
+            and not r.get("static_cache")
         ]
         if reference and engines:
             best = max(engines, key=lambda r: r["pairs_per_second"])
@@ -566,12 +581,58 @@ def main(argv=None) -> dict:
     )
     summary["gpu_tests"] = {"status": "skipped", "reason": "--no-gpu-tests"} if args.no_gpu_tests else gpu_tests(device)
     summary["wall_seconds"] = time.perf_counter() - began
+    _report(summary, args.out)
+    if args.static_cache_batch:  # optional and last: its first run compiles (minutes at full size)
+        routed = make_requests(pages, prompts, None, args.max_new_tokens)
+        static = static_cache_runs(loaded, clock, device, routed, args, began, skipped, summary["matmul_tflops"])
+        for report in static:
+            report.pop("outputs", None)
+        summary["runs"] += static
+        summary["wall_seconds"] = time.perf_counter() - began
+        _report(summary, args.out)
+    return summary
+
+
+def _report(summary: dict, out: str | None) -> None:
+    """The table and the JSON line (again, complete, after each later section), and the --out file."""
     print_table(summary)
     line = json.dumps(summary, default=float)
     print("GPU_SUMMARY " + line, flush=True)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    return summary
+    if out:
+        Path(out).write_text(line + "\n")
+
+
+def static_cache_runs(loaded, clock, device, requests, args, began, skipped, peak_tflops) -> list[dict]:
+    """The routed mode with static KV caches (compiled decode on CUDA), run last because the first run
+    compiles: twice at ``--static-cache-batch``, the first labelled as the compile, the second measured."""
+    mode = "routed"
+    batch = args.static_cache_batch
+    reports, default = [], None
+    for label in (
+        f"{mode} | engine b={batch} (same, default cache)",
+        f"{mode} | engine b={batch} static cache (compile)",
+        f"{mode} | engine b={batch} static cache",
+    ):
+        if time.perf_counter() - began > args.static_budget_s:
+            skipped.append(label)
+            continue
+        static = "static" in label
+        work = lambda static=static: run_engine(loaded, requests, batch, args.prefetch_threads, 1, static)  # noqa: E731
+        try:
+            report = measure(loaded, clock, device, label, work, len(requests), peak_tflops)
+        except Exception as exc:  # e.g. a compile failure: recorded, the rest goes on
+            reports.append({"run": label, "mode": mode, "kind": "engine", "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        report["batch_size"] = report["outputs"][-1][1]
+        report["outputs"] = report["outputs"][:-1]
+        if default is None:
+            default = report["outputs"]
+        else:
+            same = [a == b for a, b in zip(default, report["outputs"], strict=True)]
+            report["answers_equal_default_engine"] = sum(same) / len(same)
+        report.update(mode=mode, kind="engine", vision_attention="reference", group_window=1, static_cache=static)
+        reports.append(report)
+    return reports
 
 
 def _recorded(check) -> dict:

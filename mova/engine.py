@@ -91,6 +91,8 @@ class Engine:
             batches regrouped by the experts chosen (and page), so each expert sees larger sub-batches
             and each answer batch fewer adapter branches. 1 (the default, until measured on a GPU):
             every batch runs alone, in request order. Results come in request order either way.
+        static_cache: decode into static KV caches, compiled on CUDA (``language_model.generate``);
+            off by default until measured on a GPU.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Engine:
         cache_pages: int = 32,
         cache_questions: int = 256,
         group_window: int = 1,
+        static_cache: bool = False,
     ):
         self.model = loaded.model
         self.processor = loaded.processor
@@ -118,6 +121,7 @@ class Engine:
             raise ConfigError(f"group_window must be an integer >= 1, got {group_window!r}")
         self.batch_size = batch_size
         self.group_window = group_window
+        self.static_cache = static_cache
         self.stats = EngineStats()
         # a window's pages and questions stay cached from its routing to its answers
         self._pages: _LRU = _LRU(max(cache_pages, batch_size * group_window))
@@ -327,6 +331,7 @@ class Engine:
             prompt,
             eos_token_id=self.processor.eos_token_id,
             max_new_tokens=self.config.routing.max_new_tokens,
+            static_cache=self.static_cache,
         )
         for item, tokens_out in zip(items, outputs, strict=True):
             text_out = self.processor.decode(tokens_out)
@@ -397,6 +402,7 @@ class Engine:
             top_p=options.top_p,
             row_seeds=[row_seed(options.seed, item.request.image_key, item.request.prompt) for item in items],
             token_mask=mask,
+            static_cache=self.static_cache,
         )
         complete = mask.complete(outputs) if mask is not None else {}
         for row, (item, length, tokens_out, gate) in enumerate(zip(items, prompt.lengths, outputs, gates, strict=True)):

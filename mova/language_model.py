@@ -10,7 +10,14 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StaticCache,
+)
 from transformers import GenerationConfig as HFGenerationConfig
 
 from .constants import IMAGE_TOKEN_INDEX
@@ -19,6 +26,8 @@ from .kv_cache import reserved_cache
 from .sampling import RowSeededSampler
 
 logger = logging.getLogger(__name__)
+
+STATIC_CACHE_BUCKET = 128  # static caches are sized in these steps: each size is one compiled graph
 
 
 def build_language_model(text: dict, *, attn_implementation: str = "sdpa") -> LlamaForCausalLM:
@@ -172,12 +181,17 @@ def generate(
     top_p: float | None = None,
     row_seeds: Sequence[int] | None = None,
     token_mask: LogitsProcessor | None = None,
+    static_cache: bool = False,
 ) -> list[list[int]]:
     """Decode new tokens for each prompt; each list ends at (and includes) the first eos, if any.
 
     Greedy when ``temperature == 0``. Otherwise each row samples (temperature, then ``top_p``) from its
     own generator seeded with ``row_seeds[i]``, so its tokens do not depend on the rest of the batch.
     ``token_mask`` (e.g. a ``SchemaMask``) forbids tokens per row before the choice is made.
+    ``static_cache``: decode into a fixed-size ``StaticCache`` (its length rounded up to
+    ``STATIC_CACHE_BUCKET`` so few shapes occur), which on CUDA makes transformers compile the decode
+    step (torch.compile, CUDA graphs): no Python per step, one compile per shape. Same tokens in float32
+    (tests/test_static_cache.py); not the default until benchmarks/gpu.py shows it pays on a GPU.
     """
     processors = LogitsProcessorList()
     if token_mask is not None:
@@ -197,9 +211,14 @@ def generate(
         pad_token_id=eos_token_id,
         bos_token_id=None,
     )
-    cache = reserved_cache(
-        model.config.num_hidden_layers, prompt.inputs_embeds.shape[1] + max_new_tokens, prompt.past_key_values
-    )
+    length = prompt.inputs_embeds.shape[1] + max_new_tokens
+    if static_cache:
+        cache = StaticCache(config=model.config, max_cache_len=-(-length // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET)
+        if prompt.past_key_values is not None:  # the shared prefixes, copied in once
+            for index, layer in enumerate(prompt.past_key_values.layers):
+                cache.update(layer.keys, layer.values, index)
+    else:
+        cache = reserved_cache(model.config.num_hidden_layers, length, prompt.past_key_values)
     output = model.generate(
         inputs_embeds=prompt.inputs_embeds,
         attention_mask=prompt.attention_mask,

@@ -26,24 +26,27 @@ def test_gpu_script_runs_at_cpu_size(capsys):
     gpu = _module("gpu")
     args = ["--size", "small", "--modes", "vary_sam_b,pix2struct;routed", "--batch-sizes", "2,auto"]
     args += ["--pages", "2", "--prompts", "2", "--reference-pairs", "2", "--max-new-tokens", "3", "--no-gpu-tests"]
+    args += ["--static-cache-batch", "2"]
     summary = gpu.main(args)
     out = capsys.readouterr().out
-    line = next(line for line in out.splitlines() if line.startswith("GPU_SUMMARY "))
+    line = [line for line in out.splitlines() if line.startswith("GPU_SUMMARY ")][-1]  # the last is complete
     assert json.loads(line.removeprefix("GPU_SUMMARY "))["runs"] == json.loads(json.dumps(summary["runs"]))
     assert summary["smoke"]["status"] == "skipped" and summary["gpu_tests"]["status"] == "skipped"
     labels = [r["run"] for r in summary["runs"]]
     runs = ("reference", "engine b=2", "engine b=auto", "engine b=2 vision sdpa")
+    static = ("engine b=2 (same, default cache)", "engine b=2 static cache (compile)", "engine b=2 static cache")
     assert labels == [f"vary_sam_b,pix2struct | {run}" for run in runs] + [
-        f"routed | {run}" for run in (*runs, "engine b=2 group 4")
+        f"routed | {run}" for run in (*runs, "engine b=2 group 4", *static)
     ]
     for run in summary["runs"]:
         assert run["pairs_per_second"] > 0
-        if run["kind"] == "engine" and run["vision_attention"] == "reference":
+        if run["kind"] == "engine" and run["vision_attention"] == "reference" and "static_cache" not in run:
             assert run["answers_equal_reference"] == 1.0  # float32: the engine gives the reference's tokens
     fused = [r for r in summary["runs"] if r["vision_attention"] == "sdpa"]
     assert len(fused) == 2 and all(0 <= r["answers_equal_default_engine"] <= 1 for r in fused)
-    grouped = summary["runs"][-1]
+    grouped = summary["runs"][-4]
     assert grouped["group_window"] == 4 and grouped["answers_equal_default_engine"] == 1.0  # float32: same tokens
+    assert [r["answers_equal_default_engine"] for r in summary["runs"][-2:]] == [1.0, 1.0]  # static: same tokens
     auto = next(r for r in summary["runs"] if r["run"] == "routed | engine b=auto")
     assert auto["batch_size"] == 4  # the documented CPU fallback
     assert auto["ms_per_pair"]["routing_prefill"] > 0 and auto["ms_per_pair"]["answer_decode"] > 0
