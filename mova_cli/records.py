@@ -12,6 +12,7 @@ from .file_names import exact_base64, readable
 from .plan import Job, RunParams
 
 SCHEMA = "mova.answer/1"
+GATE_DECIMALS = 4  # records are byte-identical at any batch size (the tensors agree to ~1e-7)
 STAGES = ("discover", "read", "render", "prompt", "route", "answer", "write")
 # Engine stage names -> the record's vocabulary: preprocessing is part of reading the page, the base
 # encoding is the first step of the routing pass, and the experts are part of the answer pass.
@@ -215,8 +216,15 @@ def _experts(routing: Any, gate: Any) -> dict[str, Any]:
         "letters": list(routing.letters),
         "router_text": None if routing.forced else routing.raw_text,
         "forced": bool(routing.forced),
-        "gate": gate,
+        "gate": _rounded(gate),
     }
+
+
+def _rounded(gate: Any) -> Any:
+    """Gate weights at ``GATE_DECIMALS``: batched kernels differ in the 7th digit, records must not."""
+    if isinstance(gate, list):
+        return [_rounded(value) for value in gate]
+    return round(gate, GATE_DECIMALS) if isinstance(gate, float) else gate
 
 
 def _model(model: ModelInfo) -> dict[str, Any]:
