@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LISTED_FAILURES = 5
+LINE_PROGRESS_INTERVAL_S = 30.0  # in a log file: two lines a minute, not a frame every half second
 
 
 class _StderrHandler(logging.Handler):
@@ -116,7 +117,10 @@ def passed_over_text(counts: dict[str, int], *, prefix: str = "") -> str:
 
 
 def progress_bar(total: int, *, quiet: bool) -> Any:
-    """A tqdm bar on stderr counting ``total`` items, with rate and ETA (disabled when ``quiet``)."""
+    """Progress of ``total`` items on stderr (nothing when ``quiet``): a tqdm bar with rate and ETA on a
+    terminal; elsewhere (a log file, a pipe) a plain line now and then, never ``\r`` frames."""
+    if not quiet and total and not _is_terminal(sys.stderr):
+        return LineProgress(total)
     from tqdm import tqdm  # imported here: logging setup must not slow down `mova --help`
 
     return tqdm(
@@ -128,6 +132,44 @@ def progress_bar(total: int, *, quiet: bool) -> Any:
         dynamic_ncols=True,
         mininterval=0.5,
     )
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
+
+
+class LineProgress:
+    """Progress for a stderr that is not a terminal: one line every ``interval`` seconds (count, rate, time
+    left), so a log stays readable; the summary at the end says the rest."""
+
+    def __init__(self, total: int, *, interval: float | None = None) -> None:
+        self.total = total
+        self.done = 0
+        self.interval = LINE_PROGRESS_INTERVAL_S if interval is None else interval
+        self.started = self.last = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last < self.interval or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / (now - self.started) if now > self.started else 0.0
+        left = f", about {(self.total - self.done) / rate:.0f} s left" if rate else ""
+        percent = 100 * self.done // self.total
+        print(f"mova: {self.done}/{self.total} items ({percent}%), {rate:.2f} items/s{left}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Nothing to clear: every line is already whole."""
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class JsonProgress:
@@ -193,4 +235,4 @@ class JsonProgress:
         )
 
 
-__all__ = ["JsonProgress", "Summary", "configure_logging", "passed_over_text", "progress_bar"]
+__all__ = ["JsonProgress", "LineProgress", "Summary", "configure_logging", "passed_over_text", "progress_bar"]
