@@ -120,7 +120,7 @@ def _plan_and_answer(options: AskOptions, outputs: OutputSet, world: Any, report
     with ExitStack() as stack:
         group = stack.enter_context(ProcessGroup()) if world.distributed else None
         if not options.dry_run:
-            stack.enter_context(hold_outputs(outputs.locked()))
+            stack.enter_context(hold_outputs(outputs.locked(), purpose="mova ask"))
         folder = stack.enter_context(offload_dir(options))
         report.settings = ModelSettings.from_options(options, offload_dir=folder)
         pool = Prefetcher(workers=workers, timeout=options.timeout) if workers else nullcontext()
