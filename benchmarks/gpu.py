@@ -33,6 +33,7 @@ the closed form for the LLM, padding included) by those times.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -237,6 +238,18 @@ class StageClock:
         lm.model.forward = self._timed(self._llm_stage, self._prefix_flops, lm.model.forward)
         processor.routing_ids = self._phase("routing", processor.routing_ids)
         processor.answer_ids = self._phase("answer", processor.answer_ids)
+
+    @contextlib.contextmanager
+    def llm_unwrapped(self, loaded):
+        """The LLM's own forward while inside: a compiled decode step (static caches) must not trace our
+        timers (their synchronisations would break its CUDA graph); LLM stages then read 0."""
+        modules = (loaded.model.language_model, loaded.model.language_model.model)
+        wrapped = [module.__dict__.pop("forward") for module in modules]
+        try:
+            yield
+        finally:
+            for module, forward in zip(modules, wrapped, strict=True):
+                module.forward = forward
 
     def _prefix_flops(self, *args, **kwargs) -> float:
         rows, new = self._new_tokens(kwargs)
@@ -619,7 +632,8 @@ def static_cache_runs(loaded, clock, device, requests, args, began, skipped, pea
         static = "static" in label
         work = lambda static=static: run_engine(loaded, requests, batch, args.prefetch_threads, 1, static)  # noqa: E731
         try:
-            report = measure(loaded, clock, device, label, work, len(requests), peak_tflops)
+            with clock.llm_unwrapped(loaded) if static else contextlib.nullcontext():
+                report = measure(loaded, clock, device, label, work, len(requests), peak_tflops)
         except Exception as exc:  # e.g. a compile failure: recorded, the rest goes on
             reports.append({"run": label, "mode": mode, "kind": "engine", "error": f"{type(exc).__name__}: {exc}"})
             continue
