@@ -25,11 +25,11 @@ def stub_answer(image_key: str, prompt: str) -> str:
     return "stub " + hashlib.sha256(f"{image_key}|{prompt}".encode()).hexdigest()[:12]
 
 
-def stub_choice(image_key: str) -> tuple[str, ...]:
-    """The stub router's choice: two experts picked by the page hash."""
+def stub_choice(image_key: str, names: tuple[str, ...] = NAMES) -> tuple[str, ...]:
+    """The stub router's choice: two of the model's experts, picked by the page hash."""
     index = int(hashlib.sha256(image_key.encode()).hexdigest(), 16)
-    count = len(NAMES)
-    return tuple(sorted({NAMES[index % count], NAMES[(index // count) % count]}, key=NAMES.index))
+    count = len(names)
+    return tuple(sorted({names[index % count], names[(index // count) % count]}, key=names.index))
 
 
 class StubEngine:
@@ -40,11 +40,19 @@ class StubEngine:
         delay: seconds slept per request (for kill tests).
         interrupt_after: raise KeyboardInterrupt after this many results (as Ctrl-C would).
         fail_marker: prompts containing it get an ``answer``-stage error result.
+        experts: the stub model's enabled experts, in router-letter order.
     """
 
     def __init__(
-        self, *, batch_size: int = 2, delay: float = 0.0, interrupt_after: int | None = None, fail_marker: str = "FAIL"
+        self,
+        *,
+        batch_size: int = 2,
+        delay: float = 0.0,
+        interrupt_after: int | None = None,
+        fail_marker: str = "FAIL",
+        experts: tuple[str, ...] = NAMES,
     ) -> None:
+        self.experts = experts
         self.batch_size = batch_size
         self.delay = delay
         self.interrupt_after = interrupt_after
@@ -59,10 +67,10 @@ class StubEngine:
         if self.fail_marker in request.prompt:
             return Result(tag=request.tag, error=ErrorInfo("answer", "RuntimeError", "stub failure"))
         if request.experts is None:
-            chosen, raw, forced = stub_choice(request.image_key), None, False
+            chosen, raw, forced = stub_choice(request.image_key, self.experts), None, False
         else:
             chosen, raw, forced = request.experts, "", True
-        letters = tuple(LETTERS[NAMES.index(name)] for name in chosen)
+        letters = tuple(LETTERS[self.experts.index(name)] for name in chosen)
         decision = RoutingDecision(chosen, letters, raw if raw is not None else ", ".join(letters), forced)
         answer = None if request.route_only else stub_answer(request.image_key, request.prompt)
         return Result(
@@ -102,7 +110,7 @@ def stub_opener(engine: StubEngine):
         return ask_execute.ModelSession(
             engine=engine,
             info=ModelInfo(id=settings.model_id, revision=settings.revision, dtype="float32"),
-            experts=NAMES,
+            experts=engine.experts,
         )
 
     return open_model

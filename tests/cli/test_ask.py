@@ -127,6 +127,16 @@ def test_records_on_stdout_progress_on_stderr(tmp_path, monkeypatch):
     assert len({r["id"] for r in records}) == 10
 
 
+def test_expert_letters_mean_the_loaded_models_experts(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch, experts=("vary_sam_b", "deplot", "sam_h"))  # a 3-expert model
+    docs = make_inputs(tmp_path)
+    result = invoke(["ask", str(docs / "a.png"), "-p", "q", *FAST, "--experts", "C,vary_sam_b"])
+    assert result.exit_code == 0, result.stderr
+    assert engine.requests[0].experts == ("vary_sam_b", "sam_h")  # C is this model's third expert, not codetr
+    result = invoke(["ask", str(docs / "a.png"), "-p", "q", *FAST, "--experts", "D"])
+    assert result.exit_code == 2 and "no expert has letter 'D'; this model's letters: A-C" in result.stderr
+
+
 def test_options_reach_the_engine_and_the_records(tmp_path, monkeypatch):
     engine = stub_engine.install(monkeypatch)
     docs = make_inputs(tmp_path)
