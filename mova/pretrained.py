@@ -17,6 +17,7 @@ from .layers.rope import VisionRotaryEmbedding
 from .modeling import MoVAModel
 from .processing import MoVAProcessor
 from .released_config import read_config
+from .routing_bias import add_routing_bias
 from .tokenization import (
     build_tiny_bert_tokenizer,
     build_tiny_llama_tokenizer,
@@ -96,6 +97,8 @@ def build_tiny(
     _randomize(model, torch.Generator().manual_seed(seed))
     tokenizer = build_tiny_llama_tokenizer(config.text["vocab_size"])
     text_tokenizer = build_tiny_bert_tokenizer(config.adapter.text_encoder["vocab_size"])
+    if preset in RANDOM_PRESETS:
+        add_routing_bias(model.language_model, tokenizer, preset)
     return model, tokenizer, text_tokenizer
 
 
@@ -127,6 +130,8 @@ def build_random(
     model.eval().requires_grad_(False)
     tokenizer = build_tiny_llama_tokenizer(config.text["vocab_size"])
     text_tokenizer = build_tiny_bert_tokenizer(config.adapter.text_encoder["vocab_size"])
+    if config.name in RANDOM_PRESETS:
+        add_routing_bias(model.language_model, tokenizer, config.name)  # as build_tiny: the same weights on the CPU
     return LoadedModel(model, MoVAProcessor(config, tokenizer, text_tokenizer), f"random:{config.name}")
 
 
