@@ -61,5 +61,5 @@ def test_fields_select_nested_names_and_reject_unknown_ones(tmp_path, monkeypatc
     assert parse_fields("source, source.path ,answer") == ("source", "source.path", "answer")
     result = CliRunner().invoke(cli, ["ask", "x.png", "-p", "q", "--fields", "source.pth"])
     assert result.exit_code == 2 and "no field 'source.pth'" in result.stderr
-    result = CliRunner().invoke(cli, ["ask", "x.png", "-p", "q", "--fields", "answer", "--compact"])
+    result = CliRunner().invoke(cli, ["ask", str(tmp_path), "-p", "q", "--fields", "answer", "--compact"])
     assert result.exit_code == 2 and "use one of them" in result.stderr
