@@ -12,8 +12,9 @@ and the ratio uses each mode's best round (noise on a shared VM only ever adds t
 the two modes are compared for equality in every round.
 
 --experts forces those experts on every pair (both modes skip the routing pass), so the experts and
-the question-conditioned adapter run for every answer: the expert-heavy case a random router never
-reaches (it names no expert).
+the question-conditioned adapter run for every answer: the expert-heavy case. Without it the router
+chooses; small-random's routing bias (mova/routing_bias.py) makes it name experts for most pairs, so
+the routed mode runs experts too.
 """
 
 import argparse
