@@ -165,8 +165,16 @@ class RecordSink:
     """Where every record of a run goes: the writer (cut to ``--fields``), the summary, the bar and
     the JSON progress events; it stops the run at ``--max-errors``."""
 
-    def __init__(self, writer: Any, summary: Any, *, fields: tuple[str, ...] | None, max_errors: int | None,
-                 bar: Any, events: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        writer: Any,
+        summary: Any,
+        *,
+        fields: tuple[str, ...] | None,
+        max_errors: int | None,
+        bar: Any,
+        events: Any,
+    ) -> None:
         self.writer, self.summary, self.bar, self.events = writer, summary, bar, events
         self.fields = fields
         self.max_errors = max_errors
@@ -254,8 +262,15 @@ def _requests(
             )
 
 
-def execute(run: RunPlan, session: ModelSession | None, sink: RecordSink, *, context: "RecordContext",
-            options: AskOptions, prefetcher: Any) -> None:  # fmt: skip
+def execute(
+    run: RunPlan,
+    session: ModelSession | None,
+    sink: RecordSink,
+    *,
+    context: "RecordContext",
+    options: AskOptions,
+    prefetcher: Any,
+) -> None:
     """Answer this process's jobs; one record per job goes to ``sink`` (bad prompt lines first, then
     in plan order, an unreadable page's records as soon as the pages before it are answered)."""
     from ..records import build_record, error_fields, record_from_result

@@ -164,8 +164,9 @@ def _answer(options: AskOptions, outputs: OutputSet, world: Any, report: _Report
         ):
             max_errors = 1 if options.fail_fast else options.max_errors
             sink = RecordSink(writer, summary, fields=_fields(options), max_errors=max_errors, bar=bar, events=events)
-            execute(run, session, sink, context=_context(run, report.model, world), options=options,
-                    prefetcher=prefetcher)  # fmt: skip
+            execute(
+                run, session, sink, context=_context(run, report.model, world), options=options, prefetcher=prefetcher
+            )
         report.outcome = "completed"
     except ErrorLimitReached as exc:
         report.outcome = "stopped"

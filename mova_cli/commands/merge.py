@@ -88,8 +88,9 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
     return Outcome(failed=problems)
 
 
-def _report(merged: Any, plan: Any, plan_path: Path | None, files: list[Path], *, output: str | None, check: bool,
-            quiet: bool) -> int:  # fmt: skip
+def _report(
+    merged: Any, plan: Any, plan_path: Path | None, files: list[Path], *, output: str | None, check: bool, quiet: bool
+) -> int:
     """Tell stderr what the merge did; returns how many problems (missing items, conflicts) it found."""
     where = " (checked, nothing written)" if check else f" -> {output}"
     report = [
