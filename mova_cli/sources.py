@@ -22,10 +22,14 @@ import fnmatch
 import glob
 import hashlib
 import io
+import multiprocessing
 import os
 import stat
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Protocol
@@ -222,6 +226,14 @@ def _register_plugins() -> None:
     register_heif_opener()
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Decoder warnings ignored: identifying and probing open files, the decode reports what it meets."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _decodable(image: Image.Image) -> bool:
     """Whether Pillow can decode what it identified: stub formats (HDF5, GRIB, BUFR, WMF on most systems)
     have no decoder, and EPS needs Ghostscript."""
@@ -251,8 +263,7 @@ def identify(path: str) -> str | None:
         return "pdf"
     _register_plugins()
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:
-            warnings.simplefilter("ignore")  # the decode reports them; identifying is not decoding
+        with _quiet(), Image.open(path) as image:
             if _decodable(image):
                 return kind_of_format(image.format)
     except Image.DecompressionBombError:
@@ -597,8 +608,7 @@ def _probe_image(data: bytes, settings: RenderSettings) -> int:
     of an animation, the largest size of an icon)."""
     _register_plugins()
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
-            warnings.simplefilter("ignore")  # the decode reports them
+        with _quiet(), Image.open(io.BytesIO(data)) as image:
             _check_pixels(image.size, settings, stage="read")
             return getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     except SourceError:
@@ -820,13 +830,34 @@ def decode_unit(unit: SourceUnit) -> Decoded:
     if unit.page is None:
         raise _fail("read", "no_page", "unit has no page")
     data = _current_bytes(unit)
-    with warnings.catch_warnings(record=True) as caught:
+    native = capture_native_stderr() if multiprocessing.parent_process() is not None else nullcontext([])
+    with warnings.catch_warnings(record=True) as caught, native as printed:
         warnings.simplefilter("always")
         if unit.kind == "pdf":
             image = render_pdf_page(data, unit.page, unit.settings)
         else:
             image = read_image(data, unit.page - 1, unit.settings)
-    return Decoded(image, _warning_text(caught))
+    return Decoded(image, _warning_text(caught) + tuple(dict.fromkeys(printed)))
+
+
+@contextmanager
+def capture_native_stderr() -> Iterator[list[str]]:
+    """What native decoders (libtiff, libjpeg...) print on file descriptor 2 meanwhile, as lines, instead
+    of the terminal. Used in reader processes only: there nothing else writes to stderr at the time."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(1 << 16).decode("utf-8", errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def load_unit(unit: SourceUnit) -> Image.Image:
@@ -848,6 +879,7 @@ __all__ = [
     "SourceFile",
     "SourceUnit",
     "UnitError",
+    "capture_native_stderr",
     "claimed_by_name",
     "content_hash",
     "decode_unit",

@@ -260,3 +260,28 @@ def test_decoder_warnings_go_on_the_record_not_the_terminal(tmp_path, monkeypatc
     ]
     assert by_name["p0.png"]["warnings"] == []
     assert "EXIF" not in result.stderr
+
+
+def test_what_native_decoders_print_is_captured_as_lines(capfd):
+    with sources.capture_native_stderr() as printed:
+        os.write(2, b"TIFFReadDirectory: Warning, Unknown field with tag 33723 (0x83bb) encountered.\n")
+    assert printed == ["TIFFReadDirectory: Warning, Unknown field with tag 33723 (0x83bb) encountered."]
+    assert "TIFFReadDirectory" not in capfd.readouterr().err
+
+
+def test_reader_processes_put_decoder_warnings_on_the_unit(tmp_path, capfd):
+    import warnings
+
+    from mova_cli.prefetch import Prefetcher
+
+    side = 9500  # 90.25 M pixels: above Pillow's warning threshold (89.5 M), allowed by our limit below
+    Image.new("1", (side, side)).save(tmp_path / "large.png")
+    with warnings.catch_warnings(record=True) as planning:
+        warnings.simplefilter("always")
+        (unit,) = discover_sources([str(tmp_path / "large.png")], max_image_pixels=200_000_000)
+    assert planning == []  # identifying and probing the file say nothing: the decode reports it
+    with Prefetcher(workers=1, timeout=120) as prefetcher:
+        (fetched,) = list(prefetcher.map([unit]))
+    assert fetched.error is None and fetched.image.size == (side, side)
+    assert len(fetched.warnings) == 1 and fetched.warnings[0].startswith("DecompressionBombWarning: Image size")
+    assert "DecompressionBombWarning" not in capfd.readouterr().err
