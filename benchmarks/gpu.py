@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import throughput  # noqa: E402
 from flops import LlmShape, llm_flops, vision_flops  # noqa: E402
 from throughput import reference_pair  # noqa: E402
 
@@ -108,19 +109,10 @@ def document_page(index: int):
 
 
 def make_requests(pages: int, prompts: int, experts, max_new_tokens: int) -> list[Request]:
-    """``pages`` x ``prompts`` requests; ``experts`` None = routed, a tuple forces them."""
-    return [
-        Request(
-            image_key=f"doc-{page}",
-            image=lambda page=page: document_page(page),
-            prompt=QUESTIONS[q % len(QUESTIONS)],
-            experts=experts,
-            generation=GenerationConfig(max_new_tokens=max_new_tokens),
-            tag=(page, q),
-        )
-        for page in range(pages)
-        for q in range(prompts)
-    ]
+    """``pages`` x ``prompts`` document-like requests; ``experts`` None = routed, a tuple forces them."""
+    return throughput.make_requests(
+        pages, prompts, experts, max_new_tokens, page_image=document_page, questions=QUESTIONS
+    )
 
 
 def mode_experts(mode: str, enabled: list[str]):

@@ -41,22 +41,29 @@ def _page_image(page: int):
     return Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy())
 
 
-def _requests(args: argparse.Namespace):
+def make_requests(
+    pages: int, prompts: int, experts, max_new_tokens: int, *, page_image=_page_image, questions=QUESTIONS
+):
+    """``pages`` x ``prompts`` requests; ``experts`` None = routed, a tuple forces them."""
     from mova import GenerationConfig, Request
 
-    experts = tuple(args.experts.split(",")) if args.experts else None
     return [
         Request(
             image_key=f"page-{page}",
-            image=lambda page=page: _page_image(page),
-            prompt=QUESTIONS[q % len(QUESTIONS)],
+            image=lambda page=page: page_image(page),
+            prompt=questions[q % len(questions)],
             experts=experts,
-            generation=GenerationConfig(max_new_tokens=args.max_new_tokens),
+            generation=GenerationConfig(max_new_tokens=max_new_tokens),
             tag=(page, q),
         )
-        for page in range(args.pages)
-        for q in range(args.prompts)
+        for page in range(pages)
+        for q in range(prompts)
     ]
+
+
+def _requests(args: argparse.Namespace):
+    experts = tuple(args.experts.split(",")) if args.experts else None
+    return make_requests(args.pages, args.prompts, experts, args.max_new_tokens)
 
 
 def reference_pair(loaded, request) -> list:
@@ -163,7 +170,7 @@ def main() -> None:
     else:
         routed = sum(1 for output in best["engine"]["outputs"] if output[3])
         print(f"pairs whose router named experts: {routed} (the others answer from the page's no-expert adapter")
-        print("  output; a random router rarely names any: try --experts for the expert-heavy case)")
+        print("  output; --experts forces the expert-heavy case)")
     print(f"outputs identical in every round: {same}")
     ratio = best["engine"]["pairs_per_second"] / best["reference"]["pairs_per_second"]
     print(f"speed-up (engine / reference-style, best round of each): {ratio:.2f}x")
