@@ -433,7 +433,7 @@ def discover(
     components, so ``a/b.png`` sorts before ``a.png``). Hidden files and folders (names starting with
     ``.``) inside folders are skipped; a hidden path named directly is used. A path containing glob
     characters that does not exist literally is expanded (``**`` recurses). The same file reached twice
-    (overlapping inputs, symlinks) is yielded once.
+    (overlapping inputs, symlinks) is yielded, or passed over, once.
 
     Args:
         inputs: files, folders or glob patterns.
@@ -471,9 +471,9 @@ def discover(
                 sources = [_classify(path, rel_path, named=True)]
             for source in sources:
                 if isinstance(source, PassedOver):
-                    if passed_over is not None:
+                    if passed_over is not None and _first_time(source.path, seen):
                         passed_over.append(source)
-                elif _first_time(source, seen):
+                elif source.error is not None or _first_time(source.path, seen):
                     yield source
 
 
@@ -488,12 +488,10 @@ def _targets(text: str) -> list[tuple[str, str, bool]] | None:
     return [(match, PurePath(os.path.relpath(match, base)).as_posix(), True) for match in matches]
 
 
-def _first_time(source: SourceFile, seen: set[tuple[int, int]]) -> bool:
-    """False for a file already yielded (the same device and inode: overlapping inputs, symlinks)."""
-    if source.error is not None:
-        return True
+def _first_time(path: str, seen: set[tuple[int, int]]) -> bool:
+    """False for a file already met (the same device and inode: overlapping inputs, symlinks)."""
     try:
-        info = os.stat(source.path)
+        info = os.stat(path)
     except OSError:
         return True
     identity = (info.st_dev, info.st_ino)

@@ -141,6 +141,17 @@ def test_passed_over_files_are_counted_listed_and_reported(tmp_path, monkeypatch
     assert plan["passed_over"] == 3
 
 
+def test_a_file_reached_twice_is_passed_over_once(tmp_path):
+    folder = distinct_pages(tmp_path / "docs", 1)
+    (folder / "notes.txt").write_text("notes")
+    os.symlink(folder, tmp_path / "again")  # the same folder under a second name
+    passed_over: list = []
+    units = list(discover_sources([str(folder), str(folder), str(tmp_path / "again")], passed_over=passed_over))
+    assert len(units) == 1  # the page, once
+    assert [item.rel_path for item in passed_over] == ["notes.txt"]
+    assert sources.passed_over_counts(passed_over) == {".txt": 1}
+
+
 def test_a_prompts_file_cannot_read_outside_its_folder_and_quotes_nothing(tmp_path, monkeypatch):
     engine = stub_engine.install(monkeypatch)
     images = distinct_pages(tmp_path / "images", 1)
