@@ -287,12 +287,7 @@ def run_engine(
     engine = mova.Engine(loaded, batch_size=batch_size, group_window=group_window, static_cache=static_cache)
     if prefetch_threads:
         requests = _prefetched(engine, requests, prefetch_threads)
-    outputs = []
-    for result in engine.run(requests):
-        if result.error:
-            raise RuntimeError(f"engine failed on {result.tag}: {result.error}")
-        raw = None if result.routing.forced else result.routing.raw_text
-        outputs.append([list(result.tag), raw, result.answer, list(result.routing.experts)])
+    outputs = throughput.engine_outputs(engine, requests)
     outputs.append(["batch_size", engine.batch_size])
     return outputs
 

@@ -66,6 +66,17 @@ def _requests(args: argparse.Namespace):
     return make_requests(args.pages, args.prompts, experts, args.max_new_tokens)
 
 
+def engine_outputs(engine, requests) -> list:
+    """``[tag, routing text (None when forced), answer, experts]`` per request, as ``reference_pair`` gives them."""
+    outputs = []
+    for result in engine.run(requests):
+        if result.error:
+            raise RuntimeError(f"engine failed on {result.tag}: {result.error}")
+        routing_text = None if result.routing.forced else result.routing.raw_text
+        outputs.append([list(result.tag), routing_text, result.answer, list(result.routing.experts)])
+    return outputs
+
+
 def reference_pair(loaded, request) -> list:
     """One pair the way the reference runs it (spec section 1), with nothing kept for the next pair."""
     import torch
@@ -112,13 +123,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     if mode == "reference":
         outputs = [reference_pair(loaded, request) for request in requests]
     else:
-        engine = mova.Engine(loaded, batch_size=args.batch_size)
-        outputs = []
-        for r in engine.run(requests):
-            if r.error:
-                raise RuntimeError(f"engine failed on {r.tag}: {r.error}")
-            routing_text = None if r.routing.forced else r.routing.raw_text
-            outputs.append([list(r.tag), routing_text, r.answer, list(r.routing.experts)])
+        outputs = engine_outputs(mova.Engine(loaded, batch_size=args.batch_size), requests)
     elapsed = time.perf_counter() - start
     return {
         "mode": mode,
