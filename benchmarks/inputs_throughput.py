@@ -28,8 +28,8 @@ import psutil
 import pymupdf
 from PIL import Image
 
-from mova_cli.prefetch import Prefetcher, default_workers
-from mova_cli.sources import discover_sources, load_unit
+from mova.batch.readers import Prefetcher, default_workers
+from mova.batch.sources import discover_sources, load_unit
 
 # NOTE: torch and mova are imported inside functions: spawned workers re-import this script, and the
 # benchmark should measure workers as light as the CLI's (whose entry point imports neither).

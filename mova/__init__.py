@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_model": "pretrained",
     "save_tiny_checkpoint": "pretrained",
     "MoVAProcessor": "processing",
+    "ask": "batch.runner",
     "RoutingDecision": "routing",
     "set_vision_attention": "vision_attention",
 }

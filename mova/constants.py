@@ -58,3 +58,8 @@ __all__ = [
     "canonical_dtype",
     "hub_offline",
 ]
+
+# PDF pages are rendered at this resolution by default.
+DEFAULT_DPI = 200
+# The largest expert input is 1024 px (the SAM-style experts), so larger renders are wasted work.
+DEFAULT_MAX_SIDE = 1024

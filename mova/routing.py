@@ -142,7 +142,95 @@ def force_routing(chosen: Sequence[str], experts: Sequence[str]) -> RoutingDecis
     )
 
 
+@dataclass(frozen=True)
+class ExpertChoice:
+    """What ``--experts`` / ``experts=`` asked for.
+
+    Attributes:
+        forced: None lets the router choose (``auto``); a tuple forces exactly those experts: names
+            (registry order) then router letters (``A``..), which mean the loaded model's enabled
+            experts in their order and so are resolved only once it is loaded; the empty tuple
+            (``none``) runs no expert.
+    """
+
+    forced: tuple[str, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        """The canonical spelling (``auto``, ``none`` or comma-separated names then letters), used in ids."""
+        if self.forced is None:
+            return "auto"
+        return ",".join(self.forced) if self.forced else "none"
+
+    def resolve(self, enabled: Sequence[str]) -> tuple[str, ...] | None:
+        """The forced experts as names, in the order of ``enabled`` (the loaded model's experts).
+
+        Raises:
+            UnknownExpertError: a letter beyond the model's experts.
+        """
+        if self.forced is None:
+            return None
+        names = [item for item in self.forced if not _is_letter(item)]
+        for letter in (item for item in self.forced if _is_letter(item)):
+            index = LETTERS.index(letter)
+            if index >= len(enabled):
+                raise UnknownExpertError(
+                    f"no expert has letter {letter!r}; this model's letters: A-{LETTERS[len(enabled) - 1]} "
+                    f"({lettered(enabled)})"
+                )
+            names.append(enabled[index])
+        return tuple([name for name in enabled if name in names] + [n for n in names if n not in enabled])
+
+
+def _is_letter(item: str) -> bool:
+    return len(item) == 1 and item in LETTERS
+
+
+def lettered(names: Sequence[str]) -> str:
+    """``A=dinov2, B=vary_sam_b, ...``: names with the router letters they get in this order."""
+    return ", ".join(f"{letter}={name}" for letter, name in zip(LETTERS, names, strict=False))
+
+
+def parse_expert_choice(value: "str | Sequence[str] | ExpertChoice | None", known: Sequence[str]) -> ExpertChoice:
+    """``auto`` (or None), ``none``, or expert names / router letters (``"A,dinov2"`` or a sequence).
+
+    Args:
+        value: what the user wrote.
+        known: the registry's expert names, in router-letter order.
+
+    Raises:
+        UnknownExpertError: a name that is not an expert, or an empty list.
+    """
+    if isinstance(value, ExpertChoice):
+        return value
+    if value is None:
+        return ExpertChoice(None)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    text = ",".join(items).strip().lower()
+    if text == "auto":
+        return ExpertChoice(None)
+    if text == "none":
+        return ExpertChoice(())
+    chosen: list[str] = []
+    for item in (str(part).strip() for part in items):
+        if not item:
+            continue
+        if _is_letter(item):
+            chosen.append(item)  # resolved against the loaded model's experts (ExpertChoice.resolve)
+        elif item.lower() in known:
+            chosen.append(item.lower())
+        else:
+            raise UnknownExpertError(
+                f"unknown expert {item!r}; use auto, none, or names (or router letters) from: " + lettered(known)
+            )
+    if not chosen:
+        raise UnknownExpertError("empty expert list; use auto, none, or names/letters")
+    letters = sorted({item for item in chosen if _is_letter(item)})
+    return ExpertChoice(tuple([name for name in known if name in chosen] + letters))
+
+
 __all__ = [
+    "ExpertChoice",
     "LETTERS",
     "ROUTING_INSTRUCTION",
     "RoutingDecision",
@@ -150,5 +238,7 @@ __all__ = [
     "build_routing_question",
     "force_routing",
     "format_routing_prompt",
+    "lettered",
+    "parse_expert_choice",
     "parse_routing_answer",
 ]

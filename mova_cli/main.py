@@ -25,7 +25,11 @@ from typing import Any
 
 import click
 
-from .commands import NothingToDo, Outcome, SetupError
+from mova.batch.errors import NothingToDo, OutputInUse, SetupError
+from mova.batch.errors import UsageError as BatchUsageError
+from mova.batch.outcome import Outcome
+from mova.batch.signals import BROKEN_PIPE_EXIT, Terminated, silence_stdout, terminate_like_ctrl_c
+
 from .commands.ask import ask
 from .commands.convert import convert
 from .commands.download import download
@@ -36,10 +40,8 @@ from .commands.inspect import inspect_model
 from .commands.merge import merge
 from .commands.repair import repair
 from .commands.status import status
-from .distributed import ARGS_META_KEY
-from .options import get_verbosity, verbosity_options
-from .output_lock import OutputInUse
-from .signals import BROKEN_PIPE_EXIT, Terminated, silence_stdout, terminate_like_ctrl_c
+from .options import ARGS_META_KEY, get_verbosity, verbosity_options
+from .terminal import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class MovaGroup(click.Group):
             raise click.exceptions.Exit(exc.exit_code) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BatchUsageError as exc:
+            raise click.UsageError(str(exc)) from exc
         except OutputInUse as exc:
             raise _error(str(exc), ExitCode.LOCKED) from exc
         except NothingToDo as exc:
@@ -134,8 +138,6 @@ def cli(ctx: click.Context) -> None:
     Exit codes: 0 ok, 1 some items failed (or nothing to do), 2 usage error, 3 model/setup failure, 75 output
     in use by another run, 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 stdout closed.
     """
-    from .progress import configure_logging
-
     configure_logging(get_verbosity(ctx).level)
 
 

@@ -7,12 +7,16 @@ torch) is only imported when an ``--experts`` list is actually converted.
 """
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
+from mova.batch.errors import UsageError as BatchUsageError
+from mova.batch.jobs import PageSelection, Shard, parse_pages, parse_shard
+from mova.batch.records import parse_fields
 from mova.constants import (
     DEFAULT_MODEL,
     DEVICE_MAP_STRATEGIES,
@@ -21,9 +25,10 @@ from mova.constants import (
     QUANT_MODES,
     RANDOM_PRESETS,
 )
+from mova.errors import UnknownExpertError
+from mova.routing import ExpertChoice, parse_expert_choice
 
-from .plan import PageSelection, Shard, parse_pages
-
+ARGS_META_KEY = "mova.args"  # the root command keeps its raw arguments here (click context meta) for --gpus
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES, *DTYPE_ALIASES)
 ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
@@ -51,88 +56,21 @@ class PagesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@dataclass(frozen=True)
-class ExpertChoice:
-    """What ``--experts`` asked for.
-
-    Attributes:
-        forced: None lets the router choose (``auto``); a tuple forces exactly those experts: names
-            (registry order) then router letters (``A``..), which mean the loaded model's enabled
-            experts in their order and so are resolved only once it is loaded; the empty tuple
-            (``none``) runs no expert.
-    """
-
-    forced: tuple[str, ...] | None = None
-
-    @property
-    def label(self) -> str:
-        """The canonical spelling (``auto``, ``none`` or comma-separated names then letters), used in ids."""
-        if self.forced is None:
-            return "auto"
-        return ",".join(self.forced) if self.forced else "none"
-
-    def resolve(self, enabled: Sequence[str]) -> tuple[str, ...] | None:
-        """The forced experts as names, in the order of ``enabled`` (the loaded model's experts).
-
-        Raises:
-            ValueError: a letter beyond the model's experts.
-        """
-        if self.forced is None:
-            return None
-        names = [item for item in self.forced if not _is_letter(item)]
-        for letter in (item for item in self.forced if _is_letter(item)):
-            index = ord(letter) - ord("A")
-            if index >= len(enabled):
-                last = chr(ord("A") + len(enabled) - 1)
-                raise ValueError(
-                    f"no expert has letter {letter!r}; this model's letters: A-{last} ({_lettered(enabled)})"
-                )
-            names.append(enabled[index])
-        return tuple([name for name in enabled if name in names] + [n for n in names if n not in enabled])
-
-
-def _is_letter(item: str) -> bool:
-    return len(item) == 1 and "A" <= item <= "Z"
-
-
-def _lettered(names: Sequence[str]) -> str:
-    return ", ".join(f"{chr(ord('A') + i)}={name}" for i, name in enumerate(names))
-
-
 class ExpertsType(click.ParamType):
     """``auto``, ``none``, or a comma-separated list of expert names or router letters (``A,dinov2``)."""
 
     name = "experts"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ExpertChoice:
-        if isinstance(value, ExpertChoice):
-            return value
-        text = str(value).strip()
-        if text.lower() == "auto":
-            return ExpertChoice(None)
-        if text.lower() == "none":
-            return ExpertChoice(())
+        text = str(value).strip().lower() if not isinstance(value, ExpertChoice) else ""
+        if isinstance(value, ExpertChoice) or text in ("auto", "none"):
+            return parse_expert_choice(value, ())
         from mova.experts import EXPERTS  # the registry imports torch: only when a list is given
 
-        names = list(EXPERTS)
-        chosen: list[str] = []
-        for item in (part.strip() for part in text.split(",")):
-            if not item:
-                continue
-            if _is_letter(item):
-                chosen.append(item)  # resolved against the loaded model's experts (ExpertChoice.resolve)
-            elif item.lower() in EXPERTS:
-                chosen.append(item.lower())
-            else:
-                self.fail(
-                    f"unknown expert {item!r}; use auto, none, or names (or router letters) from: " + _lettered(names),
-                    param,
-                    ctx,
-                )
-        if not chosen:
-            self.fail("empty expert list; use auto, none, or names/letters", param, ctx)
-        letters = sorted({item for item in chosen if _is_letter(item)})
-        return ExpertChoice(tuple([name for name in names if name in chosen] + letters))
+        try:
+            return parse_expert_choice(str(value), list(EXPERTS))
+        except UnknownExpertError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def parse_size(text: str) -> int:
@@ -188,13 +126,10 @@ class ShardType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Shard:
         if isinstance(value, Shard):
             return value
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
-        if match is None:
-            self.fail(f"{value!r} is not K/N (e.g. 2/8: the second of eight parts)", param, ctx)
-        index, count = int(match.group(1)), int(match.group(2))
-        if not 1 <= index <= count:
-            self.fail(f"{value!r}: K must be between 1 and N", param, ctx)
-        return Shard(index, count)
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class GpusType(click.ParamType):
@@ -271,6 +206,16 @@ SHARD = ShardType()
 GPUS = GpusType()
 SCHEMA = SchemaType()
 
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """The batch layer's usage errors as Click's, inside a command (so the message shows its usage line)."""
+    try:
+        yield
+    except BatchUsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 # --- verbosity (accepted on the root group and on commands) ---------------------------------------
 
 
@@ -300,7 +245,7 @@ def _apply_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> 
         state.verbose += value
     else:
         state.quiet = True
-    from .progress import configure_logging
+    from .terminal import configure_logging
 
     configure_logging(state.level)
 
@@ -494,7 +439,7 @@ def input_options(fn: Callable) -> Callable:
         [
             click.option(
                 "--files-from",
-                type=click.File("r", encoding="utf-8", errors="surrogateescape"),
+                type=click.Path(dir_okay=False, allow_dash=True),
                 help="Read more input paths from FILE, one per line ('-' for stdin).",
             ),
             click.option(
@@ -570,7 +515,6 @@ def expert_options(fn: Callable) -> Callable:
 
 
 def _parse_fields(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    from .records import parse_fields  # imported here: `mova --help` must stay fast
 
     if value is None:
         return None
@@ -664,6 +608,7 @@ def record_options(fn: Callable) -> Callable:
 
 
 __all__ = [
+    "ARGS_META_KEY",
     "BATCH_SIZE",
     "EXPERT_LIST",
     "GPUS",
@@ -672,7 +617,6 @@ __all__ = [
     "SCHEMA",
     "SHARD",
     "BatchSizeType",
-    "ExpertChoice",
     "ExpertsType",
     "GpusType",
     "MaxMemoryType",
@@ -690,5 +634,6 @@ __all__ = [
     "parse_size",
     "placement_options",
     "record_options",
+    "usage_errors",
     "verbosity_options",
 ]

@@ -1,21 +1,44 @@
-"""Import boundaries, checked in fresh interpreters: the library never loads the CLI's dependencies,
-and the CLI's entry point and help never load torch or transformers."""
+"""Import boundaries, checked in fresh interpreters: the model library never loads the batch layer's or
+the CLI's dependencies, nothing under ``mova/`` imports click or ``mova_cli``, and the CLI's entry point
+and help never load torch, transformers or Pillow."""
 
 import ast
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 LIBRARY = Path(__file__).resolve().parents[1] / "mova"
-CLI_ONLY = ["click", "pymupdf", "fitz", "pillow_heif", "orjson", "tqdm", "mova_cli"]
-HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "pymupdf", "fitz"]
+BATCH = LIBRARY / "batch"
+CLI_ONLY = ["click", "tqdm", "mova_cli"]
+# The batch layer (mova/batch/) reads inputs and writes JSONL; the model library needs none of it.
+BATCH_ONLY = ["pymupdf", "fitz", "pillow_heif", "orjson"]
+HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "pymupdf", "fitz", "llguidance"]
 
 
-# The library modules the CLI may load before a command runs: torch-free by design (constants, types).
-TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.requests", "mova.routing"}
+# The library modules the CLI may load before a command runs: torch- and Pillow-free by design (constants,
+# types, the batch layer's spec, records and output files).
+TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.requests", "mova.routing"} | {
+    f"mova.batch{suffix}"
+    for suffix in [
+        "",
+        ".distributed",
+        ".errors",
+        ".file_names",
+        ".jobs",
+        ".jsonl",
+        ".outcome",
+        ".output_checks",
+        ".parts",
+        ".progress",
+        ".records",
+        ".signals",
+        ".spec",
+    ]
+}
 
 
 def _modules_after(code: str) -> set[str]:
@@ -41,28 +64,48 @@ def test_import_mova_pulls_no_cli_dependency():
     before, after = ({name.split(".")[0] for name in names} for names in json.loads(out.splitlines()[-1]))
     added = after - before
     assert "mova" in added  # the probe works: the library itself was loaded
-    assert added.isdisjoint(CLI_ONLY), sorted(added & set(CLI_ONLY))
-    assert before.isdisjoint(set(CLI_ONLY) - {"tqdm"}), sorted(before & set(CLI_ONLY))
+    assert added.isdisjoint(CLI_ONLY + BATCH_ONLY), sorted(added & set(CLI_ONLY + BATCH_ONLY))
+    assert before.isdisjoint(set(CLI_ONLY + BATCH_ONLY) - {"tqdm"}), sorted(before & set(CLI_ONLY))
 
 
 def test_bare_import_mova_is_light():
     loaded = _loaded_after("import mova")
     assert "mova" in loaded
-    assert loaded.isdisjoint(CLI_ONLY + ["torch", "transformers"]), sorted(loaded & set(CLI_ONLY))
+    assert loaded.isdisjoint(CLI_ONLY + BATCH_ONLY + ["torch", "transformers"]), sorted(loaded & set(CLI_ONLY))
 
 
-def test_no_library_module_imports_a_cli_dependency():
+def _imports(path: Path) -> Iterator[tuple[int, list[str]]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield node.lineno, [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, [node.module]
+
+
+def test_no_module_under_mova_imports_click_or_the_cli():
     for path in sorted(LIBRARY.rglob("*.py")):
+        for line, names in _imports(path):
+            bad = [name for name in names if name.split(".")[0] in CLI_ONLY]
+            assert not bad, f"{path.relative_to(LIBRARY.parent)}:{line} imports {bad}"
+
+
+def test_batch_is_used_from_the_cli_and_the_batch_layer_only():
+    # The model library (mova/ outside mova/batch/) never imports the batch layer nor its dependencies.
+    for path in sorted(p for p in LIBRARY.rglob("*.py") if BATCH not in p.parents):
+        for line, names in _imports(path):
+            bad = [name for name in names if name.split(".")[0] in BATCH_ONLY or name.startswith("mova.batch")]
+            assert not bad, f"{path.relative_to(LIBRARY.parent)}:{line} imports {bad}"
+
+
+def test_no_cli_module_imports_a_command_module_from_below():
+    # commands/ sit on top: nothing else in mova_cli imports them (no upward arrow).
+    cli = LIBRARY.parent / "mova_cli"
+    for path in sorted(p for p in cli.rglob("*.py") if p.parent.name != "commands" and p.name != "main.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            bad = [name for name in names if name.split(".")[0] in CLI_ONLY]
-            assert not bad, f"{path.relative_to(LIBRARY.parent)}:{node.lineno} imports {bad}"
+            if isinstance(node, ast.ImportFrom) and node.module and "commands" in node.module.split("."):
+                raise AssertionError(f"{path.relative_to(cli.parent)}:{node.lineno} imports {node.module}")
 
 
 def test_import_cli_main_pulls_no_heavy_dependency():
@@ -93,7 +136,7 @@ def test_reader_processes_load_no_onnxruntime():
     # pulled onnxruntime (and its telemetry) into every such process.
     code = (
         "import importlib, pymupdf\n"
-        "from mova_cli import prefetch, sources\n"
+        "from mova.batch import readers as prefetch, sources\n"
         "for name in prefetch.DEFAULT_PRELOAD:\n    importlib.import_module(name)\n"
         "doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()\n"
         "assert sources.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"

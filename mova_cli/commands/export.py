@@ -44,10 +44,11 @@ def export(output: str, fmt: str, columns: str | None, target: str) -> Any:
       mova export answers.jsonl --columns source.path,source.page,answer,experts.chosen
       mova ask scans/ -p "Total?" | mova export - -f md
     """
-    from .. import jsonl
-    from ..export import parse_columns, records_from_jsonl, render
-    from ..shards import PartError, read_output
-    from . import SetupError
+    from mova.batch import jsonl
+    from mova.batch.errors import SetupError
+    from mova.batch.parts import PartError, read_output
+
+    from ..rendering import parse_columns, records_from_jsonl, render
 
     chosen = None
     if columns is not None:

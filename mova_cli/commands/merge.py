@@ -16,7 +16,7 @@ MAX_LISTED = 5
 
 def _find_plan(output: str | None, parts: list[Path]) -> Path | None:
     """The plan `mova ask` wrote beside the output the parts belong to (``out.jsonl.plan.json``)."""
-    from ..shards import base_output, plan_path
+    from mova.batch.parts import base_output, plan_path
 
     candidates = [] if output in (None, "-") else [Path(output)]
     candidates += [base for base in map(base_output, parts) if base is not None]
@@ -63,9 +63,10 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
       mova merge out.shard-*.jsonl -o out.jsonl
       mova merge out.shard-*.jsonl --check
     """
-    from ..output_lock import hold_outputs
-    from ..shards import PartError, merge_records, read_plan, read_records, write_records
-    from . import Outcome, SetupError
+    from mova.batch.errors import SetupError
+    from mova.batch.lock import hold_outputs
+    from mova.batch.outcome import Outcome
+    from mova.batch.parts import PartError, merge_records, read_plan, read_records, write_records
 
     if output is None and not check:
         raise click.UsageError("give -o OUT for the merged file, or --check to only check the parts")

@@ -23,10 +23,10 @@ def repair(ctx: click.Context, output: str) -> Any:
     Examples:
       mova repair answers.jsonl && mova status answers.jsonl
     """
-    from ..output_lock import hold_outputs
-    from ..repair import NotAnOutput, repair_file
-    from ..shards import part_files
-    from . import SetupError
+    from mova.batch.errors import SetupError
+    from mova.batch.lock import hold_outputs
+    from mova.batch.parts import part_files
+    from mova.batch.repair import NotAnOutput, repair_file
 
     files = [path for path in [Path(output), *part_files(output)] if path.is_file()]
     if not files:

@@ -34,8 +34,8 @@ def summarise(output: str | Path) -> dict[str, Any]:
     Raises:
         PartError: neither the output nor a part of it exists, or a file is not a mova output.
     """
-    from ..records import failure_reason
-    from ..shards import plan_path, read_output, read_plan
+    from mova.batch.parts import plan_path, read_output, read_plan
+    from mova.batch.records import failure_reason
 
     files, records = read_output(output)
     plan = plan_path(output)
@@ -114,8 +114,9 @@ def status(ctx: click.Context, output: str, as_json: bool) -> Any:
     """
     import orjson
 
-    from ..shards import PartError
-    from . import Outcome, SetupError
+    from mova.batch.errors import SetupError
+    from mova.batch.outcome import Outcome
+    from mova.batch.parts import PartError
 
     try:
         summary = summarise(output)

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stub_engine import StubEngine, stub_opener  # noqa: E402
 
-from mova_cli.ask import execute as ask_execute  # noqa: E402
+from mova.batch import answering as ask_execute  # noqa: E402
 from mova_cli.main import cli  # noqa: E402
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A stand-in for the model behind `mova ask`'s one seam (`mova_cli.ask.execute.open_model`), llm's MockModel idea.
+"""A stand-in for the model behind `mova ask`'s one seam (`mova.batch.answering.open_model`), llm's MockModel idea.
 
 It answers instantly and deterministically from the page's content hash and the prompt, so tests of
 CLI logic (records, resume, exit codes, interruption) run without a model. It takes and returns the
@@ -10,11 +10,11 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator
 
+from mova.batch import answering as ask_execute
+from mova.batch.records import ModelInfo
 from mova.config import MoVAConfig
 from mova.requests import ErrorInfo, Request, Result, RoutingDecision
 from mova.routing import LETTERS
-from mova_cli.ask import execute as ask_execute
-from mova_cli.records import ModelInfo
 
 # The stub stands in for the tiny-random model: its enabled experts, in router-letter order.
 NAMES = tuple(MoVAConfig.from_name("tiny-random").enabled_experts)
@@ -103,7 +103,7 @@ class StubEngine:
 
 
 def stub_opener(engine: StubEngine):
-    """A replacement for ``mova_cli.ask.execute.open_model`` (the model seam) that serves ``engine``."""
+    """A replacement for ``mova.batch.answering.open_model`` (the model seam) that serves ``engine``."""
 
     def open_model(settings: ask_execute.ModelSettings) -> ask_execute.ModelSession:
         engine.settings = settings

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from mova.batch.model_identity import model_identity
 from mova.requests import GenerationConfig
-from mova_cli import progress
+from mova_cli import terminal as progress
 from mova_cli.main import cli
-from mova_cli.model_identity import model_identity
 
 from . import stub_engine
 

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mova_cli import distributed
-from mova_cli.distributed import World, detect_world, launch_local, relaunch_command
+from mova.batch import distributed
+from mova.batch.distributed import World, detect_world, launch_local, relaunch_command
 from mova_cli.main import cli
 
 from . import stub_engine

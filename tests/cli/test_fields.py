@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
+from mova.batch.records import RECORD_FIELDS, parse_fields
 from mova_cli.main import cli
-from mova_cli.records import RECORD_FIELDS, parse_fields
 
 from . import stub_engine
 from .inputs import FAST, distinct_pages, invoke

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mova_cli import sources
-from mova_cli.sources import discover_sources, load_unit
+from mova.batch import sources
+from mova.batch.sources import discover_sources, load_unit
 
 from . import stub_engine
 from .inputs import FAST, distinct_pages, invoke
@@ -283,7 +283,7 @@ def test_what_native_decoders_print_is_captured_as_lines(capfd):
 def test_reader_processes_put_decoder_warnings_on_the_unit(tmp_path, capfd):
     import warnings
 
-    from mova_cli.prefetch import Prefetcher
+    from mova.batch.readers import Prefetcher
 
     side = 9500  # 90.25 M pixels: above Pillow's warning threshold (89.5 M), allowed by our limit below
     Image.new("1", (side, side)).save(tmp_path / "large.png")

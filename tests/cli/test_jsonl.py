@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mova_cli import jsonl
+from mova.batch import jsonl
 
 
 def _records(n):

@@ -166,7 +166,7 @@ def test_sigterm_during_start_up_leaves_no_reader_process(tmp_path):
 POOL_IN_START_UP = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from mova_cli.prefetch import WorkerPool
+from mova.batch.readers import WorkerPool
 pool = WorkerPool(2, preload=("slow_start",))
 futures = [pool.submit(len, "ab") for _ in range(2)]  # each reader now imports for two minutes
 time.sleep(600)

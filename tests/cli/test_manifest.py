@@ -30,7 +30,7 @@ def test_each_run_appends_an_entry_with_what_ran_and_how_it_ended(tmp_path, monk
     assert first["inputs"] == second["inputs"] and first["inputs"]["items"] == 4
     assert first["run_id"] != second["run_id"]
     assert first["options"]["password"] == "***" and "hunter2" not in json.dumps(manifest)
-    assert first["options"]["prompt_texts"] == ["q"] and first["model"]["id"] == "zongzhuofan/llama3-mova-8b"
+    assert first["options"]["prompt"] == ["q"] and first["model"]["id"] == "zongzhuofan/llama3-mova-8b"
     assert first["versions"]["mova"] and first["versions"]["click"]
 
     assert invoke(["ask", str(docs), "-p", "another", *FAST, "-o", str(out)]).exit_code == 1

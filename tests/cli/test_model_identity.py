@@ -4,7 +4,7 @@ import json
 import shutil
 import struct
 
-from mova_cli.model_identity import model_identity
+from mova.batch.model_identity import model_identity
 
 from . import stub_engine
 from .inputs import distinct_pages, invoke

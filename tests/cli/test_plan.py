@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mova_cli.plan import (
+from mova.batch.jobs import (
     PromptSpec,
     RunParams,
     build_jobs,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mova_cli.prefetch import Prefetcher, WorkerCrashed, WorkerPool, WorkerTimeout
-from mova_cli.sources import SourceUnit, UnitError
+from mova.batch.readers import Prefetcher, WorkerCrashed, WorkerPool, WorkerTimeout
+from mova.batch.sources import SourceUnit, UnitError
 
 # --- stand-ins run inside the workers -------------------------------------------------------------
 
@@ -209,9 +209,9 @@ def test_real_files_end_to_end(tmp_path):
     """Real loading and expansion in workers give what the same calls give in this process."""
     import pymupdf
 
+    from mova.batch.sources import RenderSettings, discover, discover_sources
     from mova.constants import CLIP_MEAN, CLIP_STD
     from mova.image_ops import clip_style_transform
-    from mova_cli.sources import RenderSettings, discover, discover_sources
 
     doc = pymupdf.open()
     for _ in range(2):

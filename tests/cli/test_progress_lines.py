@@ -1,6 +1,6 @@
 """Progress on a stderr that is not a terminal (a log file, a pipe): whole lines at a low rate, no \\r frames."""
 
-from mova_cli import progress
+from mova_cli import terminal as progress
 
 from . import stub_engine
 from .inputs import distinct_pages, invoke

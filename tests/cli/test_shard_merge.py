@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from mova.batch.jobs import Job, Shard, select_shard
+from mova.batch.parts import base_output, part_files, rank_path, shard_path
 from mova_cli.main import cli
-from mova_cli.plan import Job, Shard, select_shard
-from mova_cli.shards import base_output, part_files, rank_path, shard_path
 
 from . import stub_engine
 

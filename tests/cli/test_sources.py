@@ -12,9 +12,9 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from mova_cli import sources
-from mova_cli.plan import parse_pages
-from mova_cli.sources import (
+from mova.batch import sources
+from mova.batch.jobs import parse_pages
+from mova.batch.sources import (
     RenderSettings,
     SourceError,
     SourceFile,

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from mova_cli import jsonl
+from mova.batch import jsonl
 
 from . import stub_engine
 from .inputs import FAST, distinct_pages, invoke
@@ -16,7 +16,7 @@ PAGES = 6
 
 
 class FullDisk:
-    """``os`` for ``mova_cli.jsonl`` on a disk that fills up after ``room`` record writes: the next write
+    """``os`` for ``mova.batch.jsonl`` on a disk that fills up after ``room`` record writes: the next write
     gets 10 bytes in, then ENOSPC; from then on every write and fsync fails (and ftruncate too when
     ``can_cut`` is False, as on a disk that has gone away)."""
 

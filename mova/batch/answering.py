@@ -1,13 +1,15 @@
-"""The model seam and the answering loop of ``mova ask``.
+"""The model seam and the answering loop of a batch run.
 
-``open_model(settings) -> ModelSession`` is the one place the CLI reaches the model library (tests
-replace it with a stub engine built on the same ``mova.requests`` types). ``execute`` turns the
-plan's jobs into requests, streams them through the engine, and hands one record per job to a
-``RecordSink``, which writes, counts and shows progress.
+``open_model(settings) -> ModelSession`` is the one place the batch layer reaches the model (tests
+replace it with a stub engine built on the same ``mova.requests`` types). ``answer_jobs`` turns the
+plan's jobs into requests, streams them through the engine and yields one record per job; the
+runner writes them (``RecordSink``: the output, the summary, the observer) or hands them to a caller.
 """
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -15,16 +17,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from mova.constants import hub_offline
-from mova.requests import GenerationConfig, Request, Result
-
-from .options import AskOptions, check_forced_experts
+from ..constants import hub_offline
+from ..requests import GenerationConfig, Request, Result
+from .jobs import Job, RunParams
+from .jsonl import JsonlWriter
+from .model_identity import effective_dtype, model_identity
 from .planning import RunPlan
-
-if TYPE_CHECKING:
-    from ..records import ModelInfo, RecordContext
+from .progress import RunObserver, Summary
+from .readers import Prefetched, Prefetcher
+from .records import (
+    ModelInfo,
+    RecordContext,
+    build_record,
+    error_fields,
+    record_from_result,
+    select_fields,
+)
+from .sources import SourceError, SourceUnit, decode_unit
+from .spec import AskSpec, check_forced_experts
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +59,25 @@ class ModelSettings:
     quantize: str | None = None  # int8 | nf4
 
     @classmethod
-    def from_options(cls, options: AskOptions, *, offload_dir: str | None) -> "ModelSettings":
+    def from_spec(cls, spec: AskSpec, *, offload_dir: str | None) -> "ModelSettings":
         return cls(
-            spec=options.model,
-            revision=options.revision,
-            cache_dir=options.cache_dir,
-            offline=options.offline,
-            device=options.device,
-            dtype=options.dtype,
-            attn=options.attn,
-            batch_size=options.batch_size,
-            device_map=options.device_map,
-            max_memory=options.max_memory,
+            spec=spec.model,
+            revision=spec.revision,
+            cache_dir=spec.cache_dir,
+            offline=spec.offline,
+            device=spec.device,
+            dtype=spec.dtype,
+            attn=spec.attn,
+            batch_size=spec.batch_size,
+            device_map=spec.device_map,
+            max_memory=spec.max_memory,
             offload_dir=offload_dir,
-            quantize=options.quantize,
+            quantize=spec.quantize,
         )
 
     @property
     def model_id(self) -> str:
         """The model's identity in records and ids: a local directory by a digest of its content."""
-        from ..model_identity import model_identity
-
         return model_identity(self.spec)
 
 
@@ -93,7 +103,7 @@ class ModelSession:
     """
 
     engine: AnswerEngine
-    info: "ModelInfo"
+    info: ModelInfo
     experts: tuple[str, ...]
     preprocess: Callable[[Any], dict[str, Any]] | None = None
 
@@ -106,10 +116,7 @@ def open_model(settings: ModelSettings) -> ModelSession:
     """
     import torch
 
-    import mova
-
-    from ..model_identity import effective_dtype
-    from ..records import ModelInfo
+    import mova  # torch and transformers: only when a model is needed (mova.load_model is the seam tests replace)
 
     device = settings.device
     if device == "auto":
@@ -137,17 +144,14 @@ def open_model(settings: ModelSettings) -> ModelSession:
 
 
 @contextmanager
-def offload_dir(options: AskOptions) -> Iterator[str | None]:
+def offload_dir(spec: AskSpec) -> Iterator[str | None]:
     """``--offload-dir``, or a temporary folder beside the output (else in the system's) for a device map."""
-    import shutil
-    import tempfile
-
-    if options.device_map is None or options.offload_dir is not None:
-        if options.offload_dir is not None and options.device_map is not None:
-            Path(options.offload_dir).mkdir(parents=True, exist_ok=True)
-        yield options.offload_dir
+    if spec.device_map is None or spec.offload_dir is not None:
+        if spec.offload_dir is not None and spec.device_map is not None:
+            Path(spec.offload_dir).mkdir(parents=True, exist_ok=True)
+        yield spec.offload_dir
         return
-    folder = None if options.output == "-" else Path(options.output).absolute().parent
+    folder = None if spec.output == "-" else Path(spec.output).absolute().parent
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
         folder = None
     path = tempfile.mkdtemp(prefix=".mova-offload-", dir=folder)
@@ -162,34 +166,26 @@ class ErrorLimitReached(Exception):
 
 
 class RecordSink:
-    """Where every record of a run goes: the writer (cut to ``--fields``), the summary, the bar and
-    the JSON progress events; it stops the run at ``--max-errors``."""
+    """Where every record of a file-writing run goes: the writer (cut to the spec's fields), the summary
+    and the observer; it stops the run at ``max_errors``."""
 
     def __init__(
         self,
-        writer: Any,
-        summary: Any,
+        writer: JsonlWriter,
+        summary: Summary,
         *,
         fields: tuple[str, ...] | None,
         max_errors: int | None,
-        bar: Any,
-        events: Any,
+        observer: RunObserver,
     ) -> None:
-        self.writer, self.summary, self.bar, self.events = writer, summary, bar, events
+        self.writer, self.summary, self.observer = writer, summary, observer
         self.fields = fields
         self.max_errors = max_errors
 
     def emit(self, record: dict[str, Any]) -> None:
-        from ..records import failure_reason, select_fields
-
         self.writer.write(record if self.fields is None else select_fields(record, self.fields))
-        if record["status"] == "ok":
-            self.summary.add_ok()
-        else:
-            self.summary.add_failure(*failure_reason(record))
-        self.bar.update(1)
-        if self.events is not None:
-            self.events.item(record)
+        self.summary.add(record)
+        self.observer.record(record)
         if self.max_errors is not None and self.summary.failed >= self.max_errors:
             raise ErrorLimitReached(f"stopped after {self.summary.failed} error record(s) (--max-errors/--fail-fast)")
 
@@ -202,11 +198,8 @@ def open_session(settings: ModelSettings, run: RunPlan) -> ModelSession | None:
     return None
 
 
-def _load_inline(unit: Any) -> Any:
+def _load_inline(unit: SourceUnit) -> Prefetched:
     """Load a unit in this process (``--workers 0``), as the prefetcher would."""
-    from ..prefetch import Prefetched
-    from ..sources import SourceError, decode_unit
-
     if unit.error is not None:
         return Prefetched(unit, error=unit.error)
     start = time.perf_counter()
@@ -217,9 +210,9 @@ def _load_inline(unit: Any) -> Any:
     return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
 
 
-def _unit_groups(jobs: list[Any]) -> list[tuple[Any, list[Any]]]:
+def _unit_groups(jobs: list[Job]) -> list[tuple[SourceUnit, list[Job]]]:
     """Consecutive jobs on the same unit, grouped (plans are unit-major)."""
-    groups: list[tuple[Any, list[Any]]] = []
+    groups: list[tuple[SourceUnit, list[Job]]] = []
     for job in jobs:
         if groups and groups[-1][0] is job.unit:
             groups[-1][1].append(job)
@@ -229,13 +222,13 @@ def _unit_groups(jobs: list[Any]) -> list[tuple[Any, list[Any]]]:
 
 
 def _requests(
-    groups: list[tuple[Any, list[Any]]],
-    fetched_units: Iterable[Any],
+    groups: list[tuple[SourceUnit, list[Job]]],
+    fetched_units: Iterable[Prefetched],
     *,
-    params: Any,
+    params: RunParams,
     forced: tuple[str, ...] | None,
     unreadable: deque,
-    fetched_by_job: dict[str, Any],
+    fetched_by_job: dict[str, Prefetched],
 ) -> Iterator[Request]:
     """One request per job of each readable unit; the jobs of units that could not be loaded go to
     ``unreadable`` (job, prefetched), and each fetched page stays in ``fetched_by_job`` until answered."""
@@ -262,47 +255,44 @@ def _requests(
             )
 
 
-def execute(
+def answer_jobs(
     run: RunPlan,
     session: ModelSession | None,
-    sink: RecordSink,
     *,
-    context: "RecordContext",
-    options: AskOptions,
-    prefetcher: Any,
-) -> None:
-    """Answer this process's jobs; one record per job goes to ``sink`` (bad prompt lines first, then
-    in plan order, an unreadable page's records as soon as the pages before it are answered)."""
-    from ..records import build_record, error_fields, record_from_result
-
+    context: RecordContext,
+    spec: AskSpec,
+    prefetcher: Prefetcher | None,
+) -> Iterator[dict[str, Any]]:
+    """Answer this process's jobs, one record per job as it is ready (bad prompt lines first, then in
+    plan order, an unreadable page's records as soon as the pages before it are answered)."""
     for job in (job for job in run.todo.jobs if job.problem is not None):
         error = error_fields("prompt", job.problem.type, job.problem.message)
-        sink.emit(build_record(job, context, status="error", error=error))
-    forced = check_forced_experts(options, session.experts) if session is not None else options.experts.forced
+        yield build_record(job, context, status="error", error=error)
+    forced = check_forced_experts(spec, session.experts) if session is not None else spec.experts.forced
     groups = _unit_groups([job for job in run.todo.jobs if job.problem is None])
     units = [unit for unit, _ in groups]
     preprocess = session.preprocess if session is not None else None
     if preprocess is not None and forced:  # known before routing: their inputs are prefetched too
         preprocess = partial(preprocess, experts=forced)
     fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(_load_inline, units)
-    unreadable: deque[tuple[Any, Any]] = deque()
-    fetched_by_job: dict[str, Any] = {}
+    unreadable: deque[tuple[Job, Prefetched]] = deque()
+    fetched_by_job: dict[str, Prefetched] = {}
     requests = _requests(
         groups, fetched, params=run.params, forced=forced, unreadable=unreadable, fetched_by_job=fetched_by_job
     )
 
-    def drain() -> None:
+    def drain() -> Iterator[dict[str, Any]]:
         while unreadable:
             job, page = unreadable.popleft()
             error = error_fields(page.error.stage, page.error.type, page.error.message)
-            sink.emit(build_record(job, context, status="error", error=error))
+            yield build_record(job, context, status="error", error=error)
 
     for result in session.engine.run(requests) if session is not None else requests:
-        drain()
+        yield from drain()
         page = fetched_by_job.pop(result.tag.id)
         extra = {"load_ms": page.load_seconds * 1000, "image_size": page.size, "warnings": page.warnings}
-        sink.emit(record_from_result(result.tag, result, context, **extra))
-    drain()
+        yield record_from_result(result.tag, result, context, **extra)
+    yield from drain()
 
 
 __all__ = [
@@ -311,7 +301,7 @@ __all__ = [
     "ModelSession",
     "ModelSettings",
     "RecordSink",
-    "execute",
+    "answer_jobs",
     "offload_dir",
     "open_model",
     "open_session",

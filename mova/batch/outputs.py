@@ -11,11 +11,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-from .. import jsonl
-from ..commands import SetupError
-from .options import AskOptions
+from . import jsonl
+from .distributed import World
+from .errors import SetupError
+from .jobs import Job, Shard
+from .lock import lock_path
+from .manifest import append_run, run_entry
+from .parts import (
+    Merged,
+    PartError,
+    drop_records,
+    merge_records,
+    part_files,
+    plan_items,
+    plan_path,
+    rank_path,
+    read_records,
+    shard_path,
+    write_plan,
+    write_records,
+)
+from .progress import RunObserver
+from .spec import AskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +53,7 @@ class OutputSet:
     base: str
     group: str
     target: str
-    shards: tuple[Any, ...] = ()
+    shards: tuple[Shard, ...] = ()
     coordinated: bool = True
     merges: bool = True
 
@@ -52,19 +69,14 @@ class OutputSet:
 
     def owned(self) -> list[Path]:
         """The existing files this run may tidy and merge: ``group`` and the part files below it."""
-        from ..shards import part_files
-
         if self.to_stdout:
             return []
         parts = part_files(self.base) if self.coordinated else part_files(self.group, ranks_only=True)
         return [path for path in [Path(self.group), *parts] if path.exists()]
 
 
-def output_set(output: str, shard: Any, world: Any) -> OutputSet:
+def output_set(output: str, shard: Shard | None, world: World) -> OutputSet:
     """The files of ``-o output`` for this process (its ``--shard`` and its rank)."""
-    from ..plan import Shard
-    from ..shards import rank_path, shard_path
-
     shards = []
     group = output
     if shard is not None:
@@ -85,8 +97,6 @@ def read_done(outputs: OutputSet, *, overwrite: bool) -> list[tuple[str, dict[st
     Raises:
         SetupError: a file there cannot be resumed.
     """
-    from ..shards import PartError, part_files, read_records
-
     if outputs.to_stdout or overwrite:
         return []
     done_files = [path for path in [Path(outputs.base), *part_files(outputs.base)] if path.exists()]
@@ -96,13 +106,11 @@ def read_done(outputs: OutputSet, *, overwrite: bool) -> list[tuple[str, dict[st
         raise SetupError(f"cannot resume {outputs.base}: {exc}") from exc
 
 
-def tidy(outputs: OutputSet, jobs: list[Any], *, overwrite: bool, drop_ids: set[str]) -> None:
+def tidy(outputs: OutputSet, jobs: list[Job], *, overwrite: bool, drop_ids: set[str]) -> None:
     """Before anyone writes (rank 0 only): start afresh or drop retried error records, write the plan.
 
     Only the files this run owns are changed: with ``--shard``, other shards' files are only read.
     """
-    from ..shards import drop_records, plan_items, plan_path, write_plan
-
     owned = outputs.owned()
     if overwrite:
         for path in owned:
@@ -125,12 +133,9 @@ def open_writer(outputs: OutputSet, *, overwrite: bool) -> jsonl.JsonlWriter:
     return jsonl.JsonlWriter(target, overwrite=overwrite)
 
 
-def merge_parts(outputs: OutputSet, jobs: list[Any], *, quiet: bool) -> Any:
+def merge_parts(outputs: OutputSet, jobs: list[Job], *, observer: RunObserver) -> Merged | None:
     """Rank 0 at the end: merge the part files below the run's output into it (in plan order), then
     remove them. Returns the ``shards.Merged`` result, or None when there were no parts."""
-    from ..output_lock import lock_path
-    from ..shards import merge_records, plan_items, read_records, write_records
-
     group = Path(outputs.group)
     owned = outputs.owned()
     parts = [path for path in owned if path != group]
@@ -150,12 +155,10 @@ def merge_parts(outputs: OutputSet, jobs: list[Any], *, quiet: bool) -> Any:
             len(merged.conflicts),
             "; ".join(conflict.describe() for conflict in merged.conflicts[:3]),
         )
-    if not quiet or merged.failed:
-        click.echo(
-            f"mova: merged {len(parts)} part file(s) into {group}: {len(merged.records)} records, "
-            f"{merged.failed} failed",
-            err=True,
-        )
+    observer.notice(
+        f"merged {len(parts)} part file(s) into {group}: {len(merged.records)} records, {merged.failed} failed",
+        important=bool(merged.failed),
+    )
     return merged
 
 
@@ -172,17 +175,15 @@ class RunRecord:
     world_size: int
 
 
-def write_manifest(outputs: OutputSet, options: AskOptions, run: RunRecord) -> None:
+def write_manifest(outputs: OutputSet, spec: AskSpec, run: RunRecord) -> None:
     """Add this run to the manifest beside its output (not for stdout); a failure to write it is logged."""
-    from ..manifest import append_run, run_entry
-
     if outputs.group == jsonl.STDOUT:
         return
     entry = run_entry(
         run_id=run.run_id,
         started=run.started,
         outcome=run.outcome,
-        options=options.manifest_options(),
+        options=spec.as_dict(),
         model=run.model,
         job_ids=run.job_ids,
         counts=run.counts,

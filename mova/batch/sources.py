@@ -36,11 +36,10 @@ from typing import Protocol
 
 from PIL import EpsImagePlugin, Image, ImageFile
 
+from ..constants import DEFAULT_DPI, DEFAULT_MAX_SIDE
+
 # PIL's own threshold: larger images make Image.open warn, twice as large makes it refuse.
 DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-DEFAULT_DPI = 200
-# The largest expert input is 1024 px (the SAM-style experts), so larger renders are wasted work.
-DEFAULT_MAX_SIDE = 1024
 
 PDF_HEADER = b"%PDF-"
 _PDF_HEADER_WINDOW = 1024  # where PDF readers look for the header first

@@ -523,6 +523,21 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+def parse_shard(text: str) -> Shard:
+    """``K/N`` -> the K-th (1-based) of N parts of the plan.
+
+    Raises:
+        ValueError: not K/N, or K outside 1..N.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not K/N (e.g. 2/8: the second of eight parts)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= index <= count:
+        raise ValueError(f"{text!r}: K must be between 1 and N")
+    return Shard(index, count)
+
+
 def shard_key(job: Job) -> str:
     """What a job is sharded by: its page's content hash, so every prompt on one page goes to the same
     shard and the page is read and encoded once; the job id for jobs without a readable page."""
@@ -550,6 +565,7 @@ __all__ = [
     "job_id",
     "load_prompts",
     "parse_pages",
+    "parse_shard",
     "prompts_from_options",
     "select_shard",
     "shard_key",

@@ -15,6 +15,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from .jsonl import encode, replace_atomically
+
 SCHEMA = "mova.manifest/1"
 SECRET_OPTIONS = {"password"}
 PACKAGES = (
@@ -113,10 +117,6 @@ def run_entry(
 
 def append_run(output: str | Path, entry: dict[str, Any]) -> None:
     """Add ``entry`` to the manifest of ``output`` (atomically; an unreadable manifest is started anew)."""
-    import orjson
-
-    from .jsonl import encode, replace_atomically
-
     path = manifest_path(output)
     runs: list[Any] = []
     if path.exists():

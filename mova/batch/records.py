@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .file_names import exact_base64, readable
-from .plan import Job, RunParams
+from .jobs import Job, RunParams
 
 SCHEMA = "mova.answer/1"
 GATE_DECIMALS = 4  # records are byte-identical at any batch size (the tensors agree to ~1e-7)

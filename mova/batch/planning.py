@@ -1,4 +1,4 @@
-"""``plan(options, ...) -> RunPlan``: what one ``mova ask`` process will do, decided before any model.
+"""``plan(spec, ...) -> RunPlan``: what one batch process will do, decided before any model.
 
 Prompts (``-p``, ``--prompt-file``, ``--prompts``) times the input units (``sources``) make the jobs
 (``plan.build_jobs``, stable content-hash ids); this process keeps its share (``--shard``, its rank)
@@ -6,24 +6,42 @@ and sets apart what the output already holds (resume), or drops old error record
 """
 
 import logging
+import secrets
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import click
-
-from .options import AskOptions, check_something_to_ask
+from .errors import NothingToDo, UsageError
+from .jobs import (
+    Job,
+    Plan,
+    PromptProblem,
+    PromptSpec,
+    RunParams,
+    build_jobs,
+    files_to_discover,
+    filter_done,
+    load_prompts,
+    outside_their_folder,
+    prompts_from_options,
+    select_shard,
+)
+from .model_identity import effective_dtype
 from .outputs import OutputSet, read_done
+from .parts import best_records
+from .progress import passed_over_text
+from .readers import Prefetcher
+from .settings_drift import settings_drift
+from .sources import PassedOver, SourceUnit, discover_sources, passed_over_counts, read_path_list
+from .spec import STDOUT, AskSpec, check_something_to_ask, read_questions
 
 logger = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
     """A readable, sortable id of one run (the same on every rank: rank 0's is broadcast)."""
-    import secrets
-
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
@@ -41,9 +59,9 @@ class RunPlan:
         run_id: this run's id (rank 0's, once broadcast).
     """
 
-    jobs: list[Any]
-    todo: Any
-    params: Any
+    jobs: list[Job]
+    todo: Plan
+    params: RunParams
     drop_ids: set[str] = field(default_factory=set)
     previous_failed: int = 0
     passed_over: dict[str, int] = field(default_factory=dict)
@@ -54,59 +72,61 @@ class RunPlan:
         return self.todo.skipped
 
 
-def _prompts(options: AskOptions) -> tuple[list[Any], list[Any]]:
-    from ..plan import load_prompts, prompts_from_options
-
-    defaults = {"system": options.system, "schema": options.schema}
-    prompts = prompts_from_options(list(options.questions), **defaults)
-    problems: list[Any] = []
-    if options.prompts_file:
-        file_prompts, problems = load_prompts(options.prompts_file, image_folder=options.image_folder, **defaults)
+def _prompts(spec: AskSpec) -> tuple[list[PromptSpec], list[PromptProblem]]:
+    defaults = {"system": spec.system, "schema": spec.schema}
+    prompts = prompts_from_options(read_questions(spec), **defaults)
+    problems: list[PromptProblem] = []
+    if spec.prompts:
+        file_prompts, problems = load_prompts(spec.prompts, image_folder=spec.image_folder, **defaults)
         prompts += file_prompts
     return prompts, problems
 
 
-def _paths(options: AskOptions) -> list[str]:
-    from ..sources import read_path_list
-
-    paths = list(options.paths)
-    if options.files_from is not None:
-        paths += read_path_list(options.files_from.read(), nul=options.null)
+def _paths(spec: AskSpec) -> list[str]:
+    paths = list(spec.paths)
+    if spec.files_from == STDOUT:  # "-": the list comes on stdin
+        paths += read_path_list(sys.stdin.read(), nul=spec.null)
+    elif spec.files_from is not None:
+        try:
+            text = Path(spec.files_from).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise UsageError(f"--files-from {spec.files_from}: cannot read it ({exc.strerror or exc})") from exc
+        paths += read_path_list(text, nul=spec.null)
     return paths
 
 
-def run_params(options: AskOptions, model_id: str) -> Any:
-    from ..model_identity import effective_dtype
-    from ..plan import RunParams
-
+def run_params(spec: AskSpec, model_id: str) -> RunParams:
     return RunParams(
-        max_new_tokens=options.max_new_tokens,
-        temperature=options.temperature,
-        top_p=options.top_p,
-        seed=options.seed,
-        experts=options.experts.label,
-        route_only=options.route_only,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        seed=spec.seed,
+        experts=spec.experts.label,
+        route_only=spec.route_only,
         model_id=model_id,
-        model_revision=options.revision,
-        quant=options.quantize,
-        dtype=effective_dtype(options.device, options.dtype),
+        model_revision=spec.revision,
+        quant=spec.quantize,
+        dtype=effective_dtype(spec.device, spec.dtype),
     )
 
 
-def _discover(options: AskOptions, paths: list[str], prompts: list[Any], prefetcher: Any, passed_over: list):
+def _discover(
+    spec: AskSpec,
+    paths: list[str],
+    prompts: list[PromptSpec],
+    prefetcher: Prefetcher | None,
+    passed_over: list[PassedOver],
+) -> tuple[list[SourceUnit], list[SourceUnit]]:
     """The units of the PATH inputs, and of the files that only prompts name; what a folder walk
     passed over goes to ``passed_over``."""
-    from ..plan import files_to_discover
-    from ..sources import discover_sources
-
     render = {
-        "dpi": options.dpi,
-        "max_side": options.max_side or None,
-        "pages": options.pages,
-        "password": options.password,
+        "dpi": spec.dpi,
+        "max_side": spec.max_side or None,
+        "pages": spec.pages,
+        "password": spec.password,
         "prefetcher": prefetcher,
     }
-    walk = {"recursive": not options.no_recursive, "include": options.include, "exclude": options.exclude}
+    walk = {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
     units = discover_sources(paths, **render, **walk, passed_over=passed_over) if paths else []
     for item in passed_over:
         logger.info("passed over (not an image or PDF): %s", item.path)
@@ -114,24 +134,19 @@ def _discover(options: AskOptions, paths: list[str], prompts: list[Any], prefetc
     return units, discover_sources(extra, **render) if extra else []
 
 
-def plan(options: AskOptions, outputs: OutputSet, *, model_id: str, prefetcher: Any) -> RunPlan:
+def plan(spec: AskSpec, outputs: OutputSet, *, model_id: str, prefetcher: Prefetcher | None) -> RunPlan:
     """Read prompts and the existing output, discover inputs, plan the jobs.
 
     Raises:
-        click.UsageError: nothing to ask, or nothing to ask about.
+        UsageError: nothing to ask, or nothing to ask about.
+        NothingToDo: no page in the inputs.
         SetupError: the output cannot be written or resumed.
     """
-    from ..commands import NothingToDo
-    from ..plan import build_jobs, filter_done, outside_their_folder, select_shard
-    from ..settings_drift import settings_drift
-    from ..shards import best_records
-    from ..sources import passed_over_counts
-
-    prompts, problems = _prompts(options)
-    paths = _paths(options)
+    prompts, problems = _prompts(spec)
+    paths = _paths(spec)
     check_something_to_ask(prompts, problems, paths)
-    params = run_params(options, model_id)
-    found = read_done(outputs, overwrite=options.overwrite)
+    params = run_params(spec, model_id)
+    found = read_done(outputs, overwrite=spec.overwrite)
     previous = [record for _, record in best_records(found)[0].values()]
     drift = settings_drift(previous, params)
     if drift:
@@ -141,37 +156,35 @@ def plan(options: AskOptions, outputs: OutputSet, *, model_id: str, prefetcher: 
             outputs.base,
             "; ".join(drift),
         )
-    passed_over: list[Any] = []
-    units, file_units = _discover(options, paths, prompts, prefetcher, passed_over)
+    passed_over: list[PassedOver] = []
+    units, file_units = _discover(spec, paths, prompts, prefetcher, passed_over)
     problems = [*problems, *outside_their_folder(units, prompts)]
     jobs = build_jobs(units, prompts, params, file_units=file_units, problems=problems)
     if not jobs:
-        raise NothingToDo(_nothing_found(options, passed_over_counts(passed_over)))
+        raise NothingToDo(_nothing_found(spec, passed_over_counts(passed_over)))
     mine = select_shard(jobs, *outputs.shards) if outputs.shards else jobs
     previous_status = {r["id"]: r.get("status") for r in previous}
     failed_before = {job.id for job in jobs if previous_status.get(job.id) not in (None, "ok")}
     drop_ids: set[str] = set()
-    if options.retry_failed:
+    if spec.retry_failed:
         inputs = {_absolute(unit.path) for unit in [*units, *file_units]}
-        if options.prompts_file:
-            inputs.add(_absolute(options.prompts_file))
+        if spec.prompts:
+            inputs.add(_absolute(spec.prompts))
         drop_ids = _retried_errors(found, failed_before, inputs)
     return RunPlan(
         jobs=jobs,
-        todo=filter_done(mine, previous, retry_failed=options.retry_failed),
+        todo=filter_done(mine, previous, retry_failed=spec.retry_failed),
         params=params,
         drop_ids=drop_ids,
-        previous_failed=0 if options.retry_failed else sum(job.id in failed_before for job in mine),
+        previous_failed=0 if spec.retry_failed else sum(job.id in failed_before for job in mine),
         passed_over=passed_over_counts(passed_over),
     )
 
 
-def _nothing_found(options: AskOptions, passed_over: dict[str, int]) -> str:
-    from ..progress import passed_over_text
-
+def _nothing_found(spec: AskSpec, passed_over: dict[str, int]) -> str:
     where = "no image or PDF page in the inputs"
-    if options.pages is not None:
-        where += f" that --pages {options.pages} selects"
+    if spec.pages is not None:
+        where += f" that --pages {spec.pages} selects"
     return where + passed_over_text(passed_over, prefix="; ")
 
 
@@ -190,19 +203,18 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).absolute())
 
 
-def print_dry_run(run: RunPlan, *, quiet: bool) -> None:
-    """``--dry-run``: what this run would do, as one JSON line on stdout (and a sentence on stderr).
+def dry_run_report(run: RunPlan) -> dict[str, Any]:
+    """``--dry-run``: what this run would do (``mova ask --dry-run`` prints it as one JSON line).
 
     Files and pages count every input; items, done and to-do count this process's share (``--shard``).
     """
-    import orjson
 
-    def pages(jobs: list[Any], *, readable: bool) -> int:
+    def pages(jobs: list[Job], *, readable: bool) -> int:
         units = [job.unit for job in jobs if job.unit is not None]
         return len({(unit.path, unit.page) for unit in units if (unit.error is None) == readable})
 
     pending = run.todo.jobs
-    report = {
+    return {
         "dry_run": True,
         "files": len({job.unit.path for job in run.jobs if job.unit is not None}),
         "pages": pages(run.jobs, readable=True),
@@ -216,16 +228,6 @@ def print_dry_run(run: RunPlan, *, quiet: bool) -> None:
         "pages_to_read": pages(pending, readable=True),
         "passed_over": sum(run.passed_over.values()),
     }
-    sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
-    sys.stdout.flush()
-    if not quiet:
-        errors = report["to_do"] - report["to_answer"]
-        of_them = f" ({errors} of them error records)" if errors else ""
-        click.echo(
-            f"plan: {report['items']} items over {report['pages']} pages of {report['files']} files: "
-            f"{report['done']} done, {report['to_do']} to do{of_them}",
-            err=True,
-        )
 
 
-__all__ = ["RunPlan", "new_run_id", "plan", "print_dry_run", "run_params"]
+__all__ = ["RunPlan", "dry_run_report", "new_run_id", "plan", "run_params"]

@@ -14,11 +14,9 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import OutputInUse
+
 LOCK_SUFFIX = ".lock"
-
-
-class OutputInUse(Exception):
-    """Another process holds the lock of an output (exit code 75, ``EX_TEMPFAIL``: try again later)."""
 
 
 def lock_path(output: str | Path) -> Path:

@@ -1,5 +1,8 @@
 """Everything the CLI tells a human: logging setup, the progress bar and the end-of-run summary.
 
+``TerminalObserver`` is the command line's ``mova.batch.RunObserver``: the batch layer hands it each
+record and the summary, and it draws them.
+
 All of it goes to stderr; stdout is reserved for data. ``-q`` silences the bar and the summary's
 success line (failures are still reported), ``-v``/``-vv`` raise the log level.
 """
@@ -8,10 +11,11 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-MAX_LISTED_FAILURES = 5
+from mova.batch.jsonl import encode
+from mova.batch.progress import RunStart, Summary
+
 LINE_PROGRESS_INTERVAL_S = 30.0  # in a log file: two lines a minute, not a frame every half second
 
 
@@ -42,78 +46,6 @@ def configure_logging(verbosity: int) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
-
-
-@dataclass
-class Summary:
-    """Counts of one run; the root command turns ``failed > 0`` into exit code 1.
-
-    Attributes:
-        ok: records written with status ok.
-        failed: error records written.
-        skipped: planned items already in the output (resume).
-        previous_failed: of those, the ones whose record is an error (not retried this run).
-        failures: (reason, where) of each error record, reason being ``stage/type``.
-        passed_over: files a folder walk passed over (not an image or PDF), counted by kind (``.txt``).
-    """
-
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    previous_failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    passed_over: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def all_ok(self) -> bool:
-        """No item of the plan has an error record, written now or earlier."""
-        return not (self.failed or self.previous_failed)
-
-    def add_ok(self) -> None:
-        self.ok += 1
-
-    def add_failure(self, reason: str, where: str) -> None:
-        self.failed += 1
-        self.failures.append((reason, where))
-
-    def report(self, *, quiet: bool) -> None:
-        """Print the final summary on stderr (only the failures when ``quiet``)."""
-        elapsed = time.monotonic() - self.started
-        done = self.ok + self.failed
-        if not quiet:
-            rate = done / elapsed if elapsed > 0 else 0.0
-            print(
-                f"mova: {self.ok} ok, {self.failed} failed, {self.skipped} already done"
-                f" in {elapsed:.1f} s ({rate:.2f} items/s)" + passed_over_text(self.passed_over, prefix="; "),
-                file=sys.stderr,
-            )
-        if self.previous_failed:
-            print(
-                f"mova: {self.previous_failed} item(s) failed in an earlier run; --retry-failed redoes them",
-                file=sys.stderr,
-            )
-        if not self.failures:
-            return
-        by_reason: dict[str, list[str]] = {}
-        for reason, where in self.failures:
-            by_reason.setdefault(reason, []).append(where)
-        print(f"mova: {self.failed} item(s) failed:", file=sys.stderr)
-        for reason, count in Counter(r for r, _ in self.failures).most_common():
-            places = list(dict.fromkeys(by_reason[reason]))
-            shown = ", ".join(places[:MAX_LISTED_FAILURES])
-            more = f" and {len(places) - MAX_LISTED_FAILURES} more" if len(places) > MAX_LISTED_FAILURES else ""
-            print(f"  {count} x {reason}: {shown}{more}", file=sys.stderr)
-
-
-def passed_over_text(counts: dict[str, int], *, prefix: str = "") -> str:
-    """``; 342 files passed over (not an image or PDF: -v lists them): 44 .fli, 16 .eps``, or "" for none."""
-    total = sum(counts.values())
-    if not total:
-        return ""
-    kinds = ", ".join(f"{count} {kind}" for kind, count in counts.items())
-    noun = "file" if total == 1 else "files"
-    return f"{prefix}{total} {noun} passed over (not an image or PDF; -v lists them): {kinds}"
 
 
 def progress_bar(total: int, *, quiet: bool) -> Any:
@@ -197,8 +129,6 @@ class JsonProgress:
         )
 
     def _write(self, event: dict[str, Any]) -> None:
-        from .jsonl import encode
-
         sys.stderr.write(encode(event).decode() + "\n")
         sys.stderr.flush()
 
@@ -235,4 +165,42 @@ class JsonProgress:
         )
 
 
-__all__ = ["JsonProgress", "LineProgress", "Summary", "configure_logging", "passed_over_text", "progress_bar"]
+class TerminalObserver:
+    """``--progress auto|bar|json|none`` on stderr: a bar (or plain lines off a terminal) and the summary,
+    or one JSON event per line; ``quiet`` keeps only what failed."""
+
+    def __init__(self, mode: str = "auto", *, quiet: bool = False) -> None:
+        self.mode, self.quiet = mode, quiet
+        self.bar: Any = None
+        self.events: JsonProgress | None = None
+
+    def started(self, start: RunStart) -> None:
+        if self.mode == "json":
+            self.events = JsonProgress(
+                start.total, run_id=start.run_id, skipped=start.skipped, passed_over=start.passed_over
+            )
+            return
+        show_bar = self.mode == "bar" or (self.mode == "auto" and not self.quiet)
+        self.bar = progress_bar(start.total, quiet=not show_bar)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.events is not None:
+            self.events.item(record)
+
+    def finished(self, summary: Summary) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.events is not None:
+            self.events.end(summary)
+            return
+        for line in summary.lines(quiet=self.quiet):
+            print(line, file=sys.stderr)
+
+    def notice(self, text: str, *, important: bool = False) -> None:
+        if important or not self.quiet:
+            print(f"mova: {text}", file=sys.stderr)
+
+
+__all__ = ["JsonProgress", "LineProgress", "TerminalObserver", "configure_logging", "progress_bar"]

@@ -11,9 +11,9 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-import click
-
 from . import jsonl
+from .errors import SetupError, UsageError
+from .records import SCHEMA
 
 SYSTEM_FOLDERS = ("/dev/", "/proc/", "/sys/")
 
@@ -34,7 +34,6 @@ def foreign_line(path: str | Path) -> tuple[int, str] | None:
 
     Lines that do not parse are damage (``mova repair``), not a sign of another file kind.
     """
-    from .records import SCHEMA
 
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -50,7 +49,7 @@ def foreign_line(path: str | Path) -> tuple[int, str] | None:
 
 
 def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o") -> None:
-    """Refuse an output that cannot be a mova output file (``click.UsageError``, exit code 2).
+    """Refuse an output that cannot be a mova output file (``UsageError``, exit code 2).
 
     Args:
         output: the path given (``-`` is stdout and always fine).
@@ -60,8 +59,6 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
     Raises:
         SetupError: the output's folder is missing or not writable.
     """
-    from .commands import SetupError
-    from .records import SCHEMA
 
     if output == jsonl.STDOUT:
         return
@@ -73,7 +70,7 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
     named = (str(path.absolute()), real)  # /dev/stdout resolves to wherever stdout is today
     if any(name.startswith(SYSTEM_FOLDERS) for name in named) or (path.exists() and not path.is_file()):
         kind = "a system path" if any(name.startswith(SYSTEM_FOLDERS) for name in named) else _kind(path)
-        raise click.UsageError(
+        raise UsageError(
             f"{option} {output} is {kind} ({real}): outputs are regular files that a rerun resumes; "
             f"{option} - writes the records to stdout"
         )
@@ -81,12 +78,12 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
         return
     for name in inputs:
         if name != jsonl.STDOUT and Path(name).is_file() and os.path.samefile(name, path):
-            raise click.UsageError(f"{option} {output} is also an input of this run ({name}): choose another output")
+            raise UsageError(f"{option} {output} is also an input of this run ({name}): choose another output")
     foreign = foreign_line(path)
     if foreign is not None:
         number, text = foreign
         shown = text if len(text) <= 80 else text[:77] + "..."
-        raise click.UsageError(
+        raise UsageError(
             f"{option} {output} is not a mova output: line {number} is not a {SCHEMA} record ({shown}); "
             f"choose another output (mova only appends to files it wrote; if it wrote this one, `mova repair {output}` "
             "sets such lines aside)"

@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 # A rank may finish its share hours before the slowest one; the final barrier must outlast that.
 BARRIER_TIMEOUT = timedelta(days=7)
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-ARGS_META_KEY = "mova.args"  # the root command keeps its raw arguments here (click context meta) for --gpus
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,6 @@ def _stop(processes: list[subprocess.Popen], *, signal_first: int = signal.SIGTE
 
 
 __all__ = [
-    "ARGS_META_KEY",
     "BARRIER_TIMEOUT",
     "ProcessGroup",
     "World",

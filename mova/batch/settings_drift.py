@@ -9,7 +9,7 @@ way it must not happen in silence.
 from collections.abc import Iterable
 from typing import Any
 
-from .plan import RunParams
+from .jobs import RunParams
 
 
 def _current(params: RunParams) -> dict[tuple[str, str], Any]:

@@ -24,10 +24,16 @@ from typing import Any
 
 import orjson
 
+from mova.batch import jsonl
+from mova.batch.parts import best_records
+from mova.batch.records import RECORD_FIELDS, SCHEMA
+
 FORMATS = ("csv", "md", "json", "text")
 ERROR_PREFIX = "ERROR "
 COLUMNS = ("id", "path", "page", "prompt_id", "prompt", "status", "answer", "experts", "router_text", "error")
 FIELD_PREFIX = "answer."  # columns of a schema's top-level properties
+
+JSONL = "jsonl"  # the format records are written in; every other --format is rendered from it
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +102,6 @@ def parse_columns(text: str) -> tuple[str, ...]:
     Raises:
         ValueError: a name that is neither.
     """
-    from .records import RECORD_FIELDS
 
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not names:
@@ -160,9 +165,6 @@ def records_from_jsonl(data: bytes) -> list[dict[str, Any]]:
     Raises:
         ValueError: a line before the last is not JSON, or a record is not a ``mova.answer/1`` record.
     """
-    from . import jsonl
-    from .records import SCHEMA
-    from .shards import best_records
 
     lines = data.split(b"\n")
     found = []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonl
+from .records import SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,6 @@ def read_output(output: str | Path) -> tuple[list[Path], list[dict[str, Any]]]:
     Raises:
         PartError: neither the output nor a part of it exists, or a file is not a mova output.
     """
-    from .records import SCHEMA
 
     files = [path for path in [Path(output), *part_files(output)] if path.exists()]
     if not files:

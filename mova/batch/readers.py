@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 _READY = "ready"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # imported by each worker before it takes work, so the first task's timeout is not spent importing
-DEFAULT_PRELOAD = ("PIL.Image", "pymupdf", "mova_cli.sources")
+DEFAULT_PRELOAD = ("PIL.Image", "pymupdf", "mova.batch.sources")
 
 
 def default_workers() -> int:

@@ -1,0 +1,45 @@
+"""mova.batch: the batch runner as a library: inputs -> jobs -> records, with resume and error records.
+
+``ask(paths, prompt=..., ...)`` yields records; ``run(paths, prompt=..., output=...)`` appends them to a
+JSONL file and resumes. Keyword arguments are named as ``mova ask``'s options; ``AskSpec`` holds them
+typed. Errors are ``mova.batch.errors`` types (the command line's exit codes 2, 3, 1, 75).
+
+Read the rooms in the order a run goes through them: ``spec`` (what to do, checked) -> ``sources`` and
+``readers`` (find, identify and decode inputs, in reader processes) -> ``jobs`` and ``planning`` (prompts x
+pages, ids, resume, splitting) -> ``answering`` (the model seam, records) -> ``outputs`` with ``jsonl``,
+``parts``, ``lock`` and ``manifest`` (the files) -> ``runner`` (the order of it all). Like ``mova``, names
+load on first use, so ``import mova.batch`` pulls in neither torch nor the input decoders.
+"""
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AskSpec": "spec",
+    "BatchError": "errors",
+    "NothingToDo": "errors",
+    "Outcome": "outcome",
+    "OutputInUse": "errors",
+    "RunObserver": "progress",
+    "RunStart": "progress",
+    "SetupError": "errors",
+    "Summary": "progress",
+    "UsageError": "errors",
+    "ask": "runner",
+    "run": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mova.batch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,294 @@
+"""``AskSpec``: what one batch run is asked to do, checked once and frozen.
+
+Every usage error of a run is decided here (``UsageError``, exit code 2 on the command line): the
+rooms after this one read the spec and never change it. Fields are named as the command line's
+options (``--max-new-tokens`` is ``max_new_tokens``, ``--prompts FILE`` is ``prompts``); values may be
+given as a user would type them (``pages="1-3"``, ``experts="B,D"``, ``shard="2/4"``, a schema as a
+dict) and are converted by ``AskSpec.create``. Values implied by others (``max_memory`` implies
+``device_map="auto"``; a launched rank takes its GPU) are filled in by ``resolve``.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..constants import DEFAULT_DPI, DEFAULT_MAX_SIDE, DEFAULT_MODEL, DEVICE_MAP_STRATEGIES, QUANT_MODES
+from ..errors import MoVAError
+from ..routing import ExpertChoice, parse_expert_choice
+from .distributed import World
+from .errors import UsageError
+from .jobs import PageSelection, Shard, parse_pages, parse_shard
+from .output_checks import check_output
+from .records import COMPACT_FIELDS, parse_fields
+
+logger = logging.getLogger(__name__)
+
+STDOUT = "-"
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class AskSpec:
+    """One run's parameters, one field per ``mova ask`` option (same names, ``-`` as ``_``).
+
+    Attributes:
+        paths: image files, PDFs, folders or globs.
+        prompt: question texts asked about every input (``-p``; the command line reads ``-p -`` itself).
+        prompt_file: files whose whole text is one question each (``--prompt-file``).
+        prompts: a JSONL prompts file (``--prompts``), optionally naming a ``file`` per line.
+        files_from: a file listing more input paths (``-`` reads them from stdin); ``null``: NUL-separated.
+        output: the JSONL file records are appended to (resume); ``-`` is stdout.
+        max_errors: stop after this many error records (``fail_fast`` is ``max_errors=1``).
+        The others are as ``mova ask --help`` describes them.
+    """
+
+    paths: tuple[str, ...] = ()
+    prompt: tuple[str, ...] = ()
+    prompt_file: tuple[str, ...] = ()
+    prompts: str | None = None
+    system: str | None = None
+    schema: Any = None  # mova.answer_schema.AnswerSchema (or a JSON Schema value, converted by create)
+    image_folder: str | None = None
+    files_from: str | None = None
+    null: bool = False
+    no_recursive: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    dpi: int = DEFAULT_DPI
+    max_side: int = DEFAULT_MAX_SIDE
+    pages: PageSelection | None = None
+    password: str | None = None
+    workers: int | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    cache_dir: str | None = None
+    offline: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "sdpa"
+    quantize: str | None = None
+    device_map: str | None = None
+    max_memory: dict[int | str, int] | None = None
+    offload_dir: str | None = None
+    batch_size: int | str = 4
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int = 0
+    experts: ExpertChoice = field(default_factory=ExpertChoice)
+    route_only: bool = False
+    output: str = STDOUT
+    overwrite: bool = False
+    retry_failed: bool = False
+    fields: tuple[str, ...] | None = None
+    compact: bool = False
+    max_errors: int | None = None
+    fail_fast: bool = False
+    dry_run: bool = False
+    shard: Shard | None = None
+
+    @classmethod
+    def create(cls, paths: str | Sequence[str] = (), **options: Any) -> "AskSpec":
+        """A spec from values as a user writes them; unknown names and bad values are usage errors.
+
+        Raises:
+            UsageError: an unknown option, or a value that cannot be converted.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = {name: _converted(name, value) for name, value in options.items()}
+        return cls(paths=_strings(paths), **values)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of one option (the command line shows the same ones)."""
+        return next(f.default for f in fields(cls) if f.name == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as the run manifest records them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def input_files(self) -> list[str]:
+        """The files a run reads, none of which may be its output."""
+        named = [self.files_from] if self.files_from not in (None, STDOUT) else []
+        return [*self.paths, *([self.prompts] if self.prompts else []), *named, *self.prompt_file]
+
+    @property
+    def record_fields(self) -> tuple[str, ...] | None:
+        """The fields each record is cut to (``compact`` or ``fields``); None: every field."""
+        return COMPACT_FIELDS if self.compact else self.fields
+
+    @property
+    def error_limit(self) -> int | None:
+        return 1 if self.fail_fast else self.max_errors
+
+
+def _strings(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, (str, Path)) else tuple(str(item) for item in value)
+
+
+def _schema(value: Any) -> Any:
+    from ..answer_schema import AnswerSchema  # llguidance: only when a schema is given
+
+    if value is None or isinstance(value, AnswerSchema):
+        return value
+    return AnswerSchema.from_value(value)
+
+
+_CONVERTERS = {
+    "prompt": _strings,
+    "prompt_file": _strings,
+    "include": _strings,
+    "exclude": _strings,
+    "pages": lambda v: v if v is None or isinstance(v, PageSelection) else parse_pages(str(v)),
+    "shard": lambda v: v if v is None or isinstance(v, Shard) else parse_shard(str(v)),
+    "experts": lambda v: parse_expert_choice(v, _known_experts(v)),
+    "fields": lambda v: v if v is None else parse_fields(v if isinstance(v, str) else ",".join(v)),
+    "schema": _schema,
+}
+
+
+def _known_experts(value: Any) -> list[str]:
+    if isinstance(value, ExpertChoice) or value is None or str(value).strip().lower() in ("auto", "none"):
+        return []
+    from ..experts import EXPERTS  # the registry imports torch: only when a list is given
+
+    return list(EXPERTS)
+
+
+def _converted(name: str, value: Any) -> Any:
+    converter = _CONVERTERS.get(name)
+    if converter is None:
+        return value
+    try:
+        return converter(value)
+    except (ValueError, MoVAError) as exc:
+        raise UsageError(f"Invalid value for {name!r}: {exc}") from exc
+
+
+def check(spec: AskSpec) -> AskSpec:
+    """``resolve`` for a single process (the command line checks once before ``--gpus`` starts more)."""
+    return resolve(spec, World())
+
+
+def resolve(spec: AskSpec, world: World) -> AskSpec:
+    """Check the spec against itself, the disk and this process's place in the run; fill implied values.
+
+    Raises:
+        UsageError: a usage error (exit code 2).
+        SetupError: the output's folder is not writable (exit code 3).
+    """
+    _check_exclusive(spec)  # the options among themselves first, then what they name on disk
+    _check_inputs_exist(spec.paths)
+    check_output(spec.output, inputs=spec.input_files())
+    if world.distributed and spec.output == STDOUT:
+        raise UsageError("a launched run writes one part file per process: give -o FILE")
+    return _check_placement(spec, world)
+
+
+def _check_inputs_exist(paths: tuple[str, ...]) -> None:
+    """A PATH that names nothing is a usage error before anything (output, lock, manifest) is written."""
+    from .sources import missing_inputs  # sources imports Pillow: the spec stays light for `mova --help`
+
+    missing = missing_inputs(paths)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UsageError(f"no such file or folder (nothing was written): {shown}")
+
+
+def _check_exclusive(spec: AskSpec) -> None:
+    if spec.overwrite and spec.retry_failed:
+        raise UsageError("--overwrite starts afresh and --retry-failed resumes: use one of them")
+    if spec.compact and spec.fields is not None:
+        raise UsageError("--compact is a fixed set of --fields: use one of them")
+    if spec.top_p is not None and spec.temperature == 0:
+        logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
+    if not (spec.prompt or spec.prompt_file or spec.prompts):
+        raise UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
+    if spec.quantize is not None and spec.quantize not in QUANT_MODES:
+        raise UsageError(f"--quantize {spec.quantize!r}: use one of {', '.join(QUANT_MODES)}")
+    if spec.device_map is not None and spec.device_map not in DEVICE_MAP_STRATEGIES:
+        raise UsageError(f"--device-map {spec.device_map!r}: use one of {', '.join(DEVICE_MAP_STRATEGIES)}")
+
+
+def _check_placement(spec: AskSpec, world: World) -> AskSpec:
+    """Device map and launched-rank checks; returns the spec with the implied device (map)."""
+    if spec.max_memory is not None and spec.device_map is None:
+        spec = replace(spec, device_map="auto")
+    if spec.offload_dir is not None and spec.device_map is None:
+        logger.warning("--offload-dir is only used with --device-map")
+    if spec.quantize is not None and spec.device_map is not None:
+        raise UsageError("--quantize places the whole model on one device: leave out --device-map/--max-memory")
+    if spec.device_map is not None and spec.device != "auto":
+        logger.warning("--device %s is ignored: --device-map places the model", spec.device)
+    if not world.distributed:
+        return spec
+    if spec.device_map is not None:
+        raise UsageError(
+            "--device-map with several processes would put every process on every GPU; run one process per "
+            "group of GPUs instead (CUDA_VISIBLE_DEVICES=0,1 mova ask --device-map auto --shard 1/2 ...)"
+        )
+    if spec.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            spec = replace(spec, device=f"cuda:{world.local_rank}")
+    return spec
+
+
+def read_questions(spec: AskSpec) -> list[str]:
+    """The question texts: each ``prompt``, then each ``prompt_file``'s whole text, in that order.
+
+    Raises:
+        UsageError: a prompt file that is empty or cannot be read.
+    """
+    texts = list(spec.prompt)
+    for name in spec.prompt_file:
+        try:
+            text = Path(name).read_text(encoding="utf-8", errors="surrogateescape").strip()
+        except OSError as exc:
+            raise UsageError(f"--prompt-file {name}: cannot read it ({exc.strerror or exc})") from exc
+        if not text:
+            raise UsageError(f"--prompt-file {name}: the file is empty")
+        texts.append(text)
+    return texts
+
+
+def check_something_to_ask(prompts: list[Any], problems: list[Any], paths: list[str]) -> None:
+    """After the prompts file is read: something to ask, about something.
+
+    Raises:
+        UsageError: no prompt at all, or no input to ask about.
+    """
+    if not prompts and not problems:
+        raise UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
+    if not paths and not any(p.file for p in prompts) and prompts:
+        raise UsageError("no inputs: give PATH arguments, --files-from, or prompts that name a 'file'")
+
+
+def check_forced_experts(spec: AskSpec, enabled: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``experts`` as names of the loaded model's enabled experts (letters are that model's letters).
+
+    Raises:
+        UsageError: a letter the model does not have.
+    """
+    try:
+        return spec.experts.resolve(enabled)
+    except MoVAError as exc:
+        raise UsageError(f"Invalid value for '--experts': {exc}") from exc
+
+
+__all__ = [
+    "STDOUT",
+    "AskSpec",
+    "check",
+    "check_forced_experts",
+    "check_something_to_ask",
+    "read_questions",
+    "resolve",
+]
