@@ -1,4 +1,4 @@
-"""Jobs and engine results -> ``mova.answer/1`` records (spec/CLI.md 3.3).
+"""Jobs and engine results -> ``mova.answer/1`` records (their fields: README, "Records").
 
 Every record has every key, always in the same order; values that do not apply are null. Only the
 ``run`` and ``timing_ms`` fields differ between two identical runs.
