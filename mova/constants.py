@@ -63,3 +63,9 @@ __all__ = [
 DEFAULT_DPI = 200
 # The largest expert input is 1024 px (the SAM-style experts), so larger renders are wasted work.
 DEFAULT_MAX_SIDE = 1024
+
+
+def auto_dtype(device: str) -> str:
+    """``dtype="auto"``: bfloat16 on CUDA (as the reference runs), float32 elsewhere (exact, and CPUs
+    have no fast bfloat16 matmul)."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"

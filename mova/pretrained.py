@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import load_state, save_state
 from .config import MoVAConfig
-from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, canonical_dtype, hub_offline
+from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, auto_dtype, canonical_dtype, hub_offline
 from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
 from .errors import CheckpointError, ConfigError
 from .layers.rope import VisionRotaryEmbedding
@@ -54,6 +54,13 @@ def _finish(model: MoVAModel, *, device: torch.device | str, dtype: torch.dtype)
     model.reset_buffers(device)  # ... and must stay float32 (e.g. rotary inv_freq) whatever the dtype
     model.eval().requires_grad_(False)
     return model
+
+
+def resolve_device(device: str | torch.device) -> str | torch.device:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; any other device as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 @torch.no_grad()
@@ -294,7 +301,8 @@ def load_model(
     Args:
         spec: a checkpoint directory (released layout or ours), a hub id, or ``"tiny-random"``.
         device, dtype: where and in which precision the weights live (ignored for placement when
-            ``device_map`` is given).
+            ``device_map`` is given); ``auto``: CUDA if available, else the CPU, and bfloat16 on CUDA,
+            else float32 (``mova.constants.auto_dtype``).
         device_map: ``auto``/``balanced``/``sequential`` (planned by accelerate under ``max_memory``)
             or an explicit map of module prefixes to a GPU index, ``"cpu"`` or ``"disk"``.
         offload_dir: where ``disk`` entries of the map are written.
@@ -302,7 +310,10 @@ def load_model(
         quantize: ``int8`` or ``nf4``: the LLM's decoder and the experts' Linears through bitsandbytes
             (see ``mova.quantization``); not with ``device_map``.
     """
-    torch_dtype = parse_dtype(dtype)
+    device = resolve_device(device)
+    torch_dtype = parse_dtype(auto_dtype(str(device)) if dtype == "auto" else dtype)
+    where = f"device map {device_map}" if device_map else device
+    logger.info("loading %s on %s (%s)", spec, where, canonical_dtype(str(torch_dtype).removeprefix("torch.")))
     if quantize is not None and device_map is not None:
         raise ConfigError("quantized weights are placed on one device: use --quantize without --device-map")
     if spec in RANDOM_PRESETS:

@@ -114,19 +114,12 @@ def open_model(settings: ModelSettings) -> ModelSession:
     Raises:
         mova.errors.MoVAError: the model cannot be found or loaded (exit code 3).
     """
-    import torch
-
     import mova  # torch and transformers: only when a model is needed (mova.load_model is the seam tests replace)
 
-    device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = effective_dtype(device, settings.dtype)
-    where = f"device map {settings.device_map}" if settings.device_map else device
-    logger.info("loading %s on %s (%s)", settings.spec, where, dtype)
+    dtype = effective_dtype(settings.device, settings.dtype)
     loaded = mova.load_model(
         settings.spec,
-        device=device,
+        device=settings.device,
         dtype=dtype,
         attn_implementation=settings.attn,
         device_map=settings.device_map,

@@ -17,7 +17,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-from mova.constants import RANDOM_PRESETS, canonical_dtype
+from ..constants import RANDOM_PRESETS, auto_dtype, canonical_dtype
 
 DIGEST_PREFIX = "sha256:"
 DIGEST_CHARS = 16  # 64 bits tell checkpoints apart; records stay readable
@@ -70,14 +70,14 @@ def model_identity(spec: str) -> str:
 
 
 def effective_dtype(device: str, dtype: str) -> str:
-    """The dtype a model runs in: ``auto`` is bfloat16 on CUDA, float32 elsewhere (torch is imported only
-    when ``auto`` meets an ``auto`` device)."""
+    """The dtype ``mova.load_model(device=device, dtype=dtype)`` loads in, known before loading (it is in
+    every job id); torch is imported only when ``auto`` meets an ``auto`` device."""
     if dtype == "auto":
         if device == "auto":
-            import torch
+            from ..pretrained import resolve_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+            device = resolve_device(device)
+        dtype = auto_dtype(device)
     return canonical_dtype(dtype)
 
 

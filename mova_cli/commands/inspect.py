@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from mova.constants import QUANT_MODES
+from mova.constants import QUANT_MODES, auto_dtype
 
 from ..options import verbosity_options
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-QUANTIZED_REST_DTYPE = "bfloat16"  # what the unquantized parts take on a GPU (ask's --dtype auto)
+QUANTIZED_REST_DTYPE = auto_dtype("cuda")  # what the unquantized parts take on a GPU (--dtype auto)
 MAX_LISTED_KEYS = 10
 
 
