@@ -2,10 +2,10 @@
 
 JSONL stays the canonical output (resume, merge and status read it); these are views of it.
 
-Plain text is one line per record, so line N is item N (``wc -l``, ``paste``, ``| less``): the answer
-with its newlines written as ``\\n`` (and backslashes doubled, so the line reads back exactly); an
-error record as ``ERROR stage/type: message``; a ``--route-only`` record as ``experts: a,b`` (or
-``experts: none``).
+Plain text is one line per record, so line N is item N (``wc -l``, ``paste``, ``| less``): the item
+(``path[:page] [prompt id]``), a tab, then the answer with its newlines written as ``\\n`` (and
+backslashes doubled, so the line reads back exactly); an error record as ``ERROR stage/type: message``;
+a ``--route-only`` record as ``experts: a,b`` (or ``experts: none``).
 
 CSV rows end in CRLF (RFC 4180), so a field holding a carriage return or a newline (an answer, a
 file name) is quoted. ``columns`` picks the columns of CSV and Markdown: the flat names of ``COLUMNS``
@@ -65,14 +65,27 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _item_label(record: dict[str, Any]) -> str:
+    """``path[:page] [prompt id]``: which item a text line is about."""
+    source = record.get("source") or {}
+    if source.get("path") is None:  # fields cut by --fields: the id still names the item
+        return str(record.get("id"))
+    where = str(source["path"])
+    if source.get("page") is not None:
+        where += f":{source['page']}"
+    prompt_id = (record.get("prompt") or {}).get("id")
+    return where + (f" [{prompt_id}]" if prompt_id is not None else "")
+
+
 def _text_line(record: dict[str, Any]) -> str:
-    """One record as one line of plain text (see the module docstring)."""
+    """One record as one line of plain text, led by its item (see the module docstring)."""
+    label = _item_label(record)
     if record.get("status") != "ok":
         error = record.get("error") or {}
-        return _one_line(f"{ERROR_PREFIX}{error.get('stage')}/{error.get('type')}: {error.get('message')}")
+        return _one_line(f"{label}\t{ERROR_PREFIX}{error.get('stage')}/{error.get('type')}: {error.get('message')}")
     if record.get("answer") is None and record.get("experts") is not None:
-        return "experts: " + (",".join(record["experts"].get("chosen") or []) or "none")
-    return _one_line(record.get("answer") or "")
+        return _one_line(f"{label}\texperts: " + (",".join(record["experts"].get("chosen") or []) or "none"))
+    return _one_line(f"{label}\t{record.get('answer') or ''}")
 
 
 def _schema_fields(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -29,12 +29,14 @@ def _kind(path: Path) -> str:
     return "not a regular file"
 
 
-def foreign_line(path: str | Path) -> tuple[int, str] | None:
-    """The first line of ``path`` that parses but is not a ``mova.answer/1`` record (number, text).
+def foreign_line(path: str | Path) -> int | None:
+    """The number of the first line showing that ``path`` is not a mova output, or None.
 
-    Lines that do not parse are damage (``mova repair``), not a sign of another file kind.
+    A line that parses but is not a ``mova.answer/1`` record shows it. Whole lines that do not parse are
+    damage (``mova repair``) in a file that holds records, but in a file without a single record they
+    are another kind of file (an image, a PDF). A torn last line (no newline: a crash) proves nothing.
     """
-
+    first_unparsed, holds_records = None, False
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -42,9 +44,21 @@ def foreign_line(path: str | Path) -> tuple[int, str] | None:
             try:
                 value = jsonl.loads(line)
             except ValueError:
+                if first_unparsed is None and line.endswith(b"\n"):
+                    first_unparsed = number
                 continue
             if not isinstance(value, dict) or value.get("schema") != SCHEMA:
-                return number, line.decode("utf-8", errors="replace").strip()
+                return number
+            holds_records = True
+    return None if holds_records else first_unparsed
+
+
+def _inside_an_input_folder(path: Path, inputs: Iterable[str]) -> str | None:
+    """The folder input that ``path`` lies in (a folder walk would read it as an input), or None."""
+    real = path.resolve()
+    for name in inputs:
+        if name != jsonl.STDOUT and Path(name).is_dir() and Path(name).resolve() in real.parents:
+            return name
     return None
 
 
@@ -64,6 +78,8 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
         return
     path = Path(output)
     folder = path.absolute().parent
+    if not folder.exists():
+        raise SetupError(f"cannot write {output}: the folder {folder} does not exist (create it first)")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise SetupError(f"cannot write {output}: {folder} is not a writable folder")
     real = str(path.resolve())
@@ -81,10 +97,12 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
             raise UsageError(f"{option} {output} is also an input of this run ({name}): choose another output")
     foreign = foreign_line(path)
     if foreign is not None:
-        number, text = foreign
-        shown = text if len(text) <= 80 else text[:77] + "..."
+        holder = _inside_an_input_folder(path, inputs)
+        if holder is not None:  # an image or PDF that a folder walk finds: an input, not an output
+            raise UsageError(f"{option} {output} is also an input of this run (in {holder}): choose another output")
+        # NOTE: the message never quotes the line: the file may be anyone's (an image, a PDF, a secret).
         raise UsageError(
-            f"{option} {output} is not a mova output: line {number} is not a {SCHEMA} record ({shown}); "
+            f"{option} {output} is not a mova output: line {foreign} is not a {SCHEMA} record; "
             f"choose another output (mova only appends to files it wrote; if it wrote this one, `mova repair {output}` "
             "sets such lines aside)"
         )

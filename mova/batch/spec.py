@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 STDOUT = "-"
 DEFAULT_TIMEOUT_S = 120.0
+PROMPT_FILE_SUFFIXES = (".jsonl", ".json", ".txt")  # a -p naming such a file was likely meant as a file
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,12 @@ def _check_exclusive(spec: AskSpec) -> None:
         raise UsageError("--compact is a fixed set of --fields: use one of them")
     if spec.top_p is not None and spec.temperature == 0:
         logger.warning("--top-p has no effect with --temperature 0 (greedy decoding)")
+    for text in spec.prompt:
+        if Path(text).suffix.lower() in PROMPT_FILE_SUFFIXES and Path(text).is_file():
+            flag = "--prompts" if Path(text).suffix.lower() == ".jsonl" else "--prompt-file"
+            logger.warning(
+                "-p %s asks the question %r; to read prompts from that file use %s %s", text, text, flag, text
+            )
     if not (spec.prompt or spec.prompt_file or spec.prompts):
         raise UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
     if spec.quantize is not None and spec.quantize not in QUANT_MODES:

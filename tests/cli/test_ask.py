@@ -367,7 +367,7 @@ def test_unwritable_output_is_a_setup_error_before_any_work(tmp_path, monkeypatc
     engine = stub_engine.install(monkeypatch)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     result = invoke(["ask", str(tmp_path / "a.png"), "-p", "q", *FAST, "-o", str(tmp_path / "no" / "out.jsonl")])
-    assert result.exit_code == 3 and "not a writable folder" in result.stderr
+    assert result.exit_code == 3 and "does not exist" in result.stderr
     assert engine.requests == [] and not hasattr(engine, "settings")  # the model was never opened
 
 

@@ -90,14 +90,16 @@ def test_text_is_one_line_per_record_answers_errors_and_routes(tmp_path):
         handle.write(json.dumps(_record("e", "ok", answer="back\\slash", experts={"chosen": ["deplot"]})) + "\n")
     result = CliRunner().invoke(cli, ["export", str(out), "-f", "text"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.split("\n") == [
+    lines = result.stdout.split("\n")
+    assert [line.partition("\t")[2] for line in lines[:-1]] == [
         TRICKY.replace("\n", "\\n"),
         "ERROR read/t: m",
         "compact record: no source",
         "experts: none",
         "back\\\\slash",
-        "",
     ]
+    # Each line says which item it is: path[:page] [prompt id], else (fields cut) the record's id.
+    assert [line.partition("\t")[0] for line in lines] == ["x.pdf:2 [p1]", "y.png", "c", "d", "e", ""]
 
 
 def test_ask_format_text_prints_one_answer_per_item(tmp_path, monkeypatch):
@@ -109,8 +111,10 @@ def test_ask_format_text_prints_one_answer_per_item(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("ERROR read/")
-    assert all(line.startswith("stub ") for line in lines[1:])
+    items = [line.split("\t", 1) for line in lines]
+    assert len(lines) == 3 and items[0][1].startswith("ERROR read/") and items[0][0].endswith("broken.png [p1]")
+    assert all(answer.startswith("stub ") for _, answer in items[1:])
+    assert [label for label, _ in items[1:]] == [f"{tmp_path / f'p{i}.png'}:1 [p1]" for i in range(2)]
 
 
 def test_export_reads_stdin_picks_nested_columns_and_quotes_any_path(tmp_path, monkeypatch):

@@ -61,3 +61,42 @@ def test_outputs_that_are_not_regular_files_are_refused_at_once(tmp_path, monkey
     assert result.exit_code == 2, result.stderr
     assert "outputs are regular files" in result.stderr and "-o - writes the records to stdout" in result.stderr
     assert engine.requests == []
+
+
+def test_an_output_found_in_an_input_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    docs = distinct_pages(tmp_path / "data", 2)
+    page = docs / "p1.png"
+    before = sorted(path.name for path in docs.iterdir()), page.read_bytes()
+    result = invoke(["ask", str(docs), "-p", "q", *FAST, "-o", str(page)])
+    assert result.exit_code == 2 and f"is also an input of this run (in {docs})" in result.stderr
+    assert "repair" not in result.stderr and engine.requests == []
+    assert (sorted(path.name for path in docs.iterdir()), page.read_bytes()) == before  # no lock, no plan
+
+
+def test_a_file_of_another_kind_is_refused_without_quoting_it(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    docs = distinct_pages(tmp_path / "data", 1)
+    other = tmp_path / "data2" / "report.pdf"
+    other.parent.mkdir()
+    other.write_bytes(b"%PDF-1.7\n1 0 obj secret-words\n%%EOF\n")
+    result = invoke(["ask", str(docs), "-p", "q", *FAST, "-o", str(other)])
+    assert result.exit_code == 2 and "is not a mova output: line 1" in result.stderr
+    assert "secret-words" not in result.stderr and "PDF-1.7" not in result.stderr
+
+
+def test_an_output_in_a_missing_folder_says_the_folder_does_not_exist(tmp_path):
+    missing = tmp_path / "newdir" / "sub" / "a.jsonl"
+    docs = distinct_pages(tmp_path / "data", 1)
+    result = invoke(["ask", str(docs), "-p", "q", *FAST, "-o", str(missing)])
+    assert result.exit_code == 3 and f"the folder {missing.parent} does not exist" in result.stderr
+
+
+def test_a_prompt_that_names_a_prompts_file_warns_and_points_at_the_option(tmp_path, monkeypatch):
+    stub_engine.install(monkeypatch)
+    docs = distinct_pages(tmp_path / "data", 1)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "q"}\n')
+    result = invoke(["ask", str(docs), "-p", str(prompts), "--workers", "0"])
+    assert result.exit_code == 0
+    assert f"from that file use --prompts {prompts}" in result.stderr
