@@ -69,3 +69,8 @@ def auto_dtype(device: str) -> str:
     """``dtype="auto"``: bfloat16 on CUDA (as the reference runs), float32 elsewhere (exact, and CPUs
     have no fast bfloat16 matmul)."""
     return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def is_hub_id(spec: str) -> bool:
+    """``owner/name`` that names no local path: what ``-m`` takes as a Hugging Face hub id."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not os.path.lexists(spec)

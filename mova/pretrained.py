@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import load_state, save_state
 from .config import MoVAConfig
-from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, auto_dtype, canonical_dtype, hub_offline
+from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, auto_dtype, canonical_dtype, hub_offline, is_hub_id
 from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
 from .errors import CheckpointError, ConfigError
 from .layers.rope import VisionRotaryEmbedding
@@ -196,7 +196,7 @@ def resolve_checkpoint(
     local = Path(spec).expanduser()
     if local.is_dir():
         return local, None
-    if local.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    if not is_hub_id(spec):
         raise CheckpointError(f"model {spec!r} is not a directory and not a hub id of the form 'owner/name'")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

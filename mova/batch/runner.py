@@ -187,8 +187,8 @@ def _answer(
     run_plan = report.run
     report.summary = summary = _summary(run_plan)
     observer.started(RunStart(run_plan.run_id, len(run_plan.todo.jobs), run_plan.skipped, run_plan.passed_over))
+    session = open_session(report.settings, run_plan)  # a setup error here ends the run before any summary
     try:
-        session = open_session(report.settings, run_plan)
         report.model = session.info if session is not None else _no_model(report.settings)
         context = _context(run_plan, report.model, world)
         with open_writer(outputs, overwrite=spec.overwrite) as writer:

@@ -8,13 +8,22 @@ dict) and are converted by ``AskSpec.create``. Values implied by others (``max_m
 ``device_map="auto"``; a launched rank takes its GPU) are filled in by ``resolve``.
 """
 
+import difflib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..constants import DEFAULT_DPI, DEFAULT_MAX_SIDE, DEFAULT_MODEL, DEVICE_MAP_STRATEGIES, QUANT_MODES
+from ..constants import (
+    DEFAULT_DPI,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_MODEL,
+    DEVICE_MAP_STRATEGIES,
+    QUANT_MODES,
+    RANDOM_PRESETS,
+    is_hub_id,
+)
 from ..errors import MoVAError
 from ..routing import ExpertChoice, parse_expert_choice
 from .distributed import World
@@ -185,11 +194,25 @@ def resolve(spec: AskSpec, world: World) -> AskSpec:
         SetupError: the output's folder is not writable (exit code 3).
     """
     _check_exclusive(spec)  # the options among themselves first, then what they name on disk
+    _check_model(spec.model)
     _check_inputs_exist(spec.paths)
     check_output(spec.output, inputs=spec.input_files())
     if world.distributed and spec.output == STDOUT:
         raise UsageError("a launched run writes one part file per process: give -o FILE")
     return _check_placement(spec, world)
+
+
+def _check_model(name: str) -> None:
+    """A bare name that is no built-in is a usage error before any work (dry runs too); paths and hub ids
+    are left to the loader (exit 3 with what to download)."""
+    if name in RANDOM_PRESETS or "/" in name or Path(name).expanduser().is_dir() or is_hub_id(name):
+        return
+    close = difflib.get_close_matches(name, [*RANDOM_PRESETS, DEFAULT_MODEL], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(
+        f"-m {name!r} is not a built-in model, a checkpoint folder or a hub id (owner/name); {hint}"
+        f"built-in models: {', '.join(RANDOM_PRESETS)}"
+    )
 
 
 def _check_inputs_exist(paths: tuple[str, ...]) -> None:

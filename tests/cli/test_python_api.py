@@ -103,3 +103,19 @@ def test_an_empty_folder_is_nothing_to_do_and_ask_refuses_an_output(tmp_path):
         mova.batch.run([str(tmp_path / "empty")], prompt="q", output=str(tmp_path / "out.jsonl"))
     with pytest.raises(UsageError, match="records are yielded, not written"):
         next(mova.ask([str(tmp_path)], prompt="q", output=str(tmp_path / "out.jsonl")))
+
+
+def test_an_unknown_model_is_a_usage_error_before_any_work_also_in_a_dry_run(tmp_path):
+    docs = distinct_pages(tmp_path / "docs", 1)
+    for extra in (["--dry-run"], ["-o", str(tmp_path / "out.jsonl")]):
+        result = invoke(["ask", str(docs), "-p", "q", "-m", "tiny-randm", "--workers", "0", *extra])
+        assert result.exit_code == 2, result.stderr
+        assert "did you mean 'tiny-random'?" in result.stderr and "built-in models: tiny-random" in result.stderr
+        assert "0 ok" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_model_that_fails_to_load_prints_no_summary_before_the_error(tmp_path):
+    docs = distinct_pages(tmp_path / "docs", 1)
+    result = invoke(["ask", str(docs), "-p", "q", "-m", "nobody/nothing", "--offline", "--workers", "0"])
+    assert result.exit_code == 3 and "ok, 0 failed" not in result.stderr
