@@ -17,6 +17,7 @@ import click
 from mova.batch.errors import UsageError as BatchUsageError
 from mova.batch.jobs import PageSelection, Shard, parse_pages, parse_shard
 from mova.batch.records import parse_fields
+from mova.batch.spec import RAY_LOCAL
 from mova.constants import (
     DEFAULT_MODEL,
     DEVICE_MAP_STRATEGIES,
@@ -390,6 +391,32 @@ def parallel_options(fn: Callable) -> Callable:
                 default=None,
                 help="Answer only part K of N (e.g. 2/8), for clusters without a launcher: writes "
                 "OUT.shard-K-of-N.jsonl beside -o OUT.jsonl; join the parts with `mova merge`.",
+            ),
+            click.option(
+                "--ray",
+                "ray",
+                is_flag=False,
+                flag_value=RAY_LOCAL,
+                default=None,
+                metavar="[ADDRESS]",
+                help="Answer on Ray Data: decoding in Ray tasks, a pool of actors each holding the model, "
+                "records back to this process, the one writer (same file, resume and manifest). ADDRESS: a "
+                "cluster (ray://host:10001, or host:6379 from `ray start --head`); none: RAY_ADDRESS, else a "
+                'local Ray for the run. Inputs must be at the same path on every node. Needs pip install "mova[ray]".',
+            ),
+            click.option(
+                "--replicas",
+                type=click.IntRange(min=1),
+                default=None,
+                help="With --ray: model replicas (actors) in the pool [default: one per GPU of the cluster, or "
+                "one on a cluster without GPUs].",
+            ),
+            click.option(
+                "--gpus-per-replica",
+                type=click.IntRange(min=0),
+                default=None,
+                help="With --ray: GPUs each replica holds; more than 1 spreads one model over them "
+                "(--device-map auto) [default: 1 on a cluster with GPUs, else 0: CPU].",
             ),
         ],
     )

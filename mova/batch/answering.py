@@ -186,13 +186,16 @@ class RecordSink:
 def open_session(settings: ModelSettings, run: RunPlan) -> ModelSession | None:
     """The model for ``run``, or None when no job has a readable page (every record is then an error
     record, and no model loads)."""
-    if any(job.problem is None and job.unit.error is None for job in run.todo.jobs):
-        return open_model(settings)
-    return None
+    return open_model(settings) if has_readable_page(run) else None
 
 
-def _load_inline(unit: SourceUnit) -> Prefetched:
-    """Load a unit in this process (``--workers 0``), as the prefetcher would."""
+def has_readable_page(run: RunPlan) -> bool:
+    """Whether any job to do has a page the model can read (else no model is needed)."""
+    return any(job.problem is None and job.unit.error is None for job in run.todo.jobs)
+
+
+def load_inline(unit: SourceUnit) -> Prefetched:
+    """Load a unit in this process (``--workers 0``, a Ray decoding task), as the prefetcher would."""
     if unit.error is not None:
         return Prefetched(unit, error=unit.error)
     start = time.perf_counter()
@@ -203,10 +206,10 @@ def _load_inline(unit: SourceUnit) -> Prefetched:
     return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
 
 
-def _unit_groups(jobs: list[Job]) -> list[tuple[SourceUnit, list[Job]]]:
-    """Consecutive jobs on the same unit, grouped (plans are unit-major)."""
+def unit_groups(jobs: Iterable[Job]) -> list[tuple[SourceUnit, list[Job]]]:
+    """Consecutive jobs on the same unit, grouped (plans are unit-major); bad prompt lines left out."""
     groups: list[tuple[SourceUnit, list[Job]]] = []
-    for job in jobs:
+    for job in (job for job in jobs if job.problem is None):
         if groups and groups[-1][0] is job.unit:
             groups[-1][1].append(job)
         else:
@@ -258,20 +261,41 @@ def answer_jobs(
 ) -> Iterator[dict[str, Any]]:
     """Answer this process's jobs, one record per job as it is ready (bad prompt lines first, then in
     plan order, an unreadable page's records as soon as the pages before it are answered)."""
-    for job in (job for job in run.todo.jobs if job.problem is not None):
-        error = error_fields("prompt", job.problem.type, job.problem.message)
-        yield build_record(job, context, status="error", error=error)
+    yield from prompt_problem_records(run.todo.jobs, context)
     forced = check_forced_experts(spec, session.experts) if session is not None else spec.experts.forced
-    groups = _unit_groups([job for job in run.todo.jobs if job.problem is None])
+    groups = unit_groups(run.todo.jobs)
     units = [unit for unit, _ in groups]
     preprocess = session.preprocess if session is not None else None
     if preprocess is not None and forced:  # known before routing: their inputs are prefetched too
         preprocess = partial(preprocess, experts=forced)
-    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(_load_inline, units)
+    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(load_inline, units)
+    yield from answer_units(groups, fetched, session, context=context, params=run.params, forced=forced)
+
+
+def prompt_problem_records(jobs: Iterable[Job], context: RecordContext) -> Iterator[dict[str, Any]]:
+    """The error records of bad prompts-file lines (they need no page and no model)."""
+    for job in jobs:
+        if job.problem is not None:
+            error = error_fields("prompt", job.problem.type, job.problem.message)
+            yield build_record(job, context, status="error", error=error)
+
+
+def answer_units(
+    groups: list[tuple[SourceUnit, list[Job]]],
+    fetched: Iterable[Prefetched],
+    session: ModelSession | None,
+    *,
+    context: RecordContext,
+    params: RunParams,
+    forced: tuple[str, ...] | None,
+) -> Iterator[dict[str, Any]]:
+    """One record per job of ``groups`` (``unit_groups``), given each unit loaded (``fetched``, in the same
+    order): the engine answers the readable ones, the others become error records of their load stage.
+    The one answering step of a run, in this process or in a Ray replica."""
     unreadable: deque[tuple[Job, Prefetched]] = deque()
     fetched_by_job: dict[str, Prefetched] = {}
     requests = _requests(
-        groups, fetched, params=run.params, forced=forced, unreadable=unreadable, fetched_by_job=fetched_by_job
+        groups, fetched, params=params, forced=forced, unreadable=unreadable, fetched_by_job=fetched_by_job
     )
 
     def drain() -> Iterator[dict[str, Any]]:
@@ -295,7 +319,12 @@ __all__ = [
     "ModelSettings",
     "RecordSink",
     "answer_jobs",
+    "answer_units",
+    "has_readable_page",
+    "load_inline",
     "offload_dir",
     "open_model",
     "open_session",
+    "prompt_problem_records",
+    "unit_groups",
 ]

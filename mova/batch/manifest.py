@@ -92,9 +92,10 @@ def run_entry(
     job_ids: list[str],
     counts: dict[str, int],
     world_size: int,
+    ray: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One run's entry. ``outcome``: completed | stopped (--max-errors) | interrupted (Ctrl-C) |
-    terminated (SIGTERM, SIGHUP) | failed."""
+    terminated (SIGTERM, SIGHUP) | failed. ``ray``: the cluster of a ``--ray`` run (address, replicas)."""
     return {
         "run_id": run_id,
         "started": started,
@@ -105,6 +106,7 @@ def run_entry(
         "platform": platform.platform(),
         "devices": _devices(),
         "world_size": world_size,
+        "ray": ray,
         "model": _jsonable(model),
         "options": {
             key: ("***" if value else None) if key in SECRET_OPTIONS else _jsonable(value)

@@ -173,6 +173,7 @@ class RunRecord:
     job_ids: list[str]
     counts: dict[str, int]
     world_size: int
+    ray: dict[str, Any] | None = None  # a --ray run's cluster (RayCluster.as_dict)
 
 
 def write_manifest(outputs: OutputSet, spec: AskSpec, run: RunRecord) -> None:
@@ -188,6 +189,7 @@ def write_manifest(outputs: OutputSet, spec: AskSpec, run: RunRecord) -> None:
         job_ids=run.job_ids,
         counts=run.counts,
         world_size=run.world_size,
+        ray=run.ray,
     )
     try:
         append_run(outputs.group, entry)

@@ -203,10 +203,11 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).absolute())
 
 
-def dry_run_report(run: RunPlan) -> dict[str, Any]:
+def dry_run_report(run: RunPlan, *, ray: dict[str, Any] | None = None) -> dict[str, Any]:
     """``--dry-run``: what this run would do (``mova ask --dry-run`` prints it as one JSON line).
 
     Files and pages count every input; items, done and to-do count this process's share (``--shard``).
+    ``ray``: the Ray pool asked for (``--ray``), shown as ``ray`` when given.
     """
 
     def pages(jobs: list[Job], *, readable: bool) -> int:
@@ -227,6 +228,7 @@ def dry_run_report(run: RunPlan) -> dict[str, Any]:
         "to_answer": sum(job.unit is not None and job.unit.error is None for job in pending),
         "pages_to_read": pages(pending, readable=True),
         "passed_over": sum(run.passed_over.values()),
+        **({"ray": ray} if ray is not None else {}),
     }
 
 

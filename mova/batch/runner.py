@@ -14,7 +14,16 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from . import distributed  # by module: tests replace its ProcessGroup
-from .answering import ErrorLimitReached, ModelSettings, RecordSink, answer_jobs, offload_dir, open_session
+from .answering import (
+    ErrorLimitReached,
+    ModelSettings,
+    RecordSink,
+    answer_jobs,
+    has_readable_page,
+    offload_dir,
+    open_session,
+)
+from .cluster import RayCluster, answer_on_ray, ray_cluster
 from .distributed import ProcessGroup, World
 from .errors import SetupError, UsageError
 from .lock import hold_outputs
@@ -58,7 +67,7 @@ def run(spec: AskSpec | str | Sequence[str], *, observer: RunObserver | None = N
         if report.run is not None and world.rank == 0 and not spec.dry_run:
             _write_manifest(spec, outputs, world, report)
     if spec.dry_run:
-        return Outcome(dry_run=dry_run_report(report.run))
+        return Outcome(dry_run=dry_run_report(report.run, ray=_ray_plan(spec)))
     if world.rank != 0:
         return Outcome()  # rank 0 reports the outcome of the whole run
     summary = report.summary
@@ -98,10 +107,8 @@ def ask(
         summary = _summary(run_plan)
         observer.started(RunStart(run_plan.run_id, len(run_plan.todo.jobs), run_plan.skipped, run_plan.passed_over))
         try:
-            session = open_session(settings, run_plan)
-            model = session.info if session is not None else _no_model(settings)
-            context = _context(run_plan, model, World())
-            for record in answer_jobs(run_plan, session, context=context, spec=spec, prefetcher=prefetcher):
+            answering = _open_answering(stack, spec, run_plan, settings, World(), prefetcher=prefetcher)
+            for record in answering.records:
                 summary.add(record)
                 observer.record(record)
                 yield record if spec.record_fields is None else select_fields(record, spec.record_fields)
@@ -110,6 +117,13 @@ def ask(
                     return
         finally:
             observer.finished(summary)
+
+
+def _ray_plan(spec: AskSpec) -> dict[str, Any] | None:
+    """``--ray`` in a dry run, as asked (a dry run connects to no cluster: None is decided by its GPUs)."""
+    if spec.ray is None:
+        return None
+    return {"address": spec.ray, "replicas": spec.replicas, "gpus_per_replica": spec.gpus_per_replica}
 
 
 def _spec(spec: AskSpec | str | Sequence[str], options: dict[str, Any]) -> AskSpec:
@@ -139,6 +153,7 @@ class _Report:
     model: ModelInfo | None = None  # once the model is opened (or skipped)
     summary: Summary | None = field(default=None)
     stopped: str | None = None
+    cluster: RayCluster | None = None  # a --ray run's pool, once connected
 
 
 def _plan_and_answer(
@@ -185,18 +200,29 @@ def _answer(
 ) -> None:
     """Open the model (if any job needs it) and answer; the summary and the outcome go to ``report``."""
     run_plan = report.run
-    report.summary = summary = _summary(run_plan)
+    report.summary = _summary(run_plan)
     observer.started(RunStart(run_plan.run_id, len(run_plan.todo.jobs), run_plan.skipped, run_plan.passed_over))
-    session = open_session(report.settings, run_plan)  # a setup error here ends the run before any summary
+    with ExitStack() as stack:
+        # a setup error here (the model, the Ray cluster) ends the run before any summary
+        answering = _open_answering(stack, spec, run_plan, report.settings, world, prefetcher=prefetcher)
+        report.model, report.cluster = answering.model, answering.cluster
+        _write_records(spec, outputs, report, answering, observer)
+
+
+def _write_records(
+    spec: AskSpec, outputs: OutputSet, report: _Report, answering: "_Answering", observer: RunObserver
+) -> None:
+    """Every record into the output; the outcome and the summary go to ``report``."""
+    summary = report.summary
     try:
-        report.model = session.info if session is not None else _no_model(report.settings)
-        context = _context(run_plan, report.model, world)
         with open_writer(outputs, overwrite=spec.overwrite) as writer:
             sink = RecordSink(
                 writer, summary, fields=spec.record_fields, max_errors=spec.error_limit, observer=observer
             )
-            for record in answer_jobs(run_plan, session, context=context, spec=spec, prefetcher=prefetcher):
+            for record in answering.records:
                 sink.emit(record)
+                if report.model.dtype is None and answering.cluster is not None:
+                    report.model = ModelInfo(**record["model"])  # as a replica loaded it, for the manifest
         report.outcome = "completed"
     except ErrorLimitReached as exc:
         report.outcome = "stopped"
@@ -210,6 +236,38 @@ def _answer(
         raise
     finally:
         observer.finished(summary)
+
+
+@dataclass(frozen=True)
+class _Answering:
+    """Where a run's records come from: the model in this process, or a pool of Ray replicas."""
+
+    model: ModelInfo
+    records: Iterator[dict[str, Any]]
+    cluster: RayCluster | None = None
+
+
+def _open_answering(
+    stack: ExitStack,
+    spec: AskSpec,
+    run_plan: RunPlan,
+    settings: ModelSettings,
+    world: World,
+    *,
+    prefetcher: Prefetcher | None,
+) -> _Answering:
+    """Open the model (or the Ray pool: ``--ray``) if any job needs it, and the iterator of the records."""
+    if spec.ray is not None and has_readable_page(run_plan):
+        cluster = stack.enter_context(ray_cluster(spec))
+        model = _no_model(settings)
+        context = _context(run_plan, model, world)
+        records = answer_on_ray(run_plan, settings, context=context, spec=spec, cluster=cluster)
+        return _Answering(model=model, records=records, cluster=cluster)
+    session = open_session(settings, run_plan)
+    model = session.info if session is not None else _no_model(settings)
+    context = _context(run_plan, model, world)
+    records = answer_jobs(run_plan, session, context=context, spec=spec, prefetcher=prefetcher)
+    return _Answering(model=model, records=records)
 
 
 def _no_model(settings: ModelSettings) -> ModelInfo:
@@ -264,6 +322,7 @@ def _write_manifest(spec: AskSpec, outputs: OutputSet, world: World, report: _Re
         job_ids=[job.id for job in report.run.jobs],
         counts=counts,
         world_size=world.world_size,
+        ray=None if report.cluster is None else report.cluster.as_dict(),
     )
     write_manifest(outputs, spec, record)
 

@@ -9,6 +9,7 @@ dict) and are converted by ``AskSpec.create``. Values implied by others (``max_m
 """
 
 import difflib
+import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 STDOUT = "-"
 DEFAULT_TIMEOUT_S = 120.0
 PROMPT_FILE_SUFFIXES = (".jsonl", ".json", ".txt")  # a -p naming such a file was likely meant as a file
+RAY_LOCAL = "local"  # --ray with no address: RAY_ADDRESS if set, else a local Ray started for the run
+RAY_INSTALL_HINT = 'pip install "mova[ray]"'
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class AskSpec:
     fail_fast: bool = False
     dry_run: bool = False
     shard: Shard | None = None
+    ray: str | None = None  # a Ray cluster's address, or RAY_LOCAL
+    replicas: int | None = None  # None: one per GPU of the cluster (one on a cluster without GPUs)
+    gpus_per_replica: int | None = None  # None: 1 on a cluster with GPUs, else 0
 
     @classmethod
     def create(cls, paths: str | Sequence[str] = (), **options: Any) -> "AskSpec":
@@ -199,7 +205,7 @@ def resolve(spec: AskSpec, world: World) -> AskSpec:
     check_output(spec.output, inputs=spec.input_files())
     if world.distributed and spec.output == STDOUT:
         raise UsageError("a launched run writes one part file per process: give -o FILE")
-    return _check_placement(spec, world)
+    return _check_placement(_check_ray(spec, world), world)
 
 
 def _check_model(name: str) -> None:
@@ -244,6 +250,28 @@ def _check_exclusive(spec: AskSpec) -> None:
         raise UsageError(f"--quantize {spec.quantize!r}: use one of {', '.join(QUANT_MODES)}")
     if spec.device_map is not None and spec.device_map not in DEVICE_MAP_STRATEGIES:
         raise UsageError(f"--device-map {spec.device_map!r}: use one of {', '.join(DEVICE_MAP_STRATEGIES)}")
+
+
+def _check_ray(spec: AskSpec, world: World) -> AskSpec:
+    """``--ray`` and its options; a replica over several GPUs places the model with a device map."""
+    if spec.ray is None:
+        if spec.replicas is not None or spec.gpus_per_replica is not None:
+            raise UsageError("--replicas and --gpus-per-replica size the Ray actor pool: add --ray")
+        return spec
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(f"--ray needs Ray, which is not installed: {RAY_INSTALL_HINT}")
+    if spec.shard is not None or world.distributed:
+        raise UsageError(
+            "--ray balances the items over its replicas itself: leave out --shard and the launcher "
+            "(torchrun, accelerate launch, --gpus)"
+        )
+    if spec.replicas is not None and spec.replicas < 1:
+        raise UsageError(f"--replicas {spec.replicas}: give 1 or more")
+    if spec.gpus_per_replica is not None and spec.gpus_per_replica < 0:
+        raise UsageError(f"--gpus-per-replica {spec.gpus_per_replica}: give 0 (CPU) or more")
+    if (spec.gpus_per_replica or 0) > 1 and spec.device_map is None:
+        spec = replace(spec, device_map="auto")  # the model spreads over the replica's GPUs
+    return spec
 
 
 def _check_placement(spec: AskSpec, world: World) -> AskSpec:
@@ -314,6 +342,7 @@ def check_forced_experts(spec: AskSpec, enabled: tuple[str, ...]) -> tuple[str, 
 
 
 __all__ = [
+    "RAY_LOCAL",
     "STDOUT",
     "AskSpec",
     "check",
