@@ -10,6 +10,7 @@ error record, so every job is accounted for exactly once.
 
 import logging
 import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 TASK_RETRIES = 3  # tries of a replica's batch after its process died, before its jobs become error records
 DECODE_CPUS = 0.5  # a decoding task's CPU share: not the replicas' 1, so Ray keeps decoding in its own tasks
+CONNECT_TIMEOUT_S = 10.0
 LOGS_HINT = "Ray's logs are under /tmp/ray/session_latest/logs on each node"
 
 
@@ -74,6 +76,7 @@ def ray_cluster(spec: AskSpec) -> Iterator[RayCluster]:
 
 def _start(ray: Any, address: str | None, spec: AskSpec) -> None:
     shown = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     # A local Ray gets a logical CPU per replica on top of the machine's for decoding: a replica on CPU
     # would otherwise take a CPU that the decoding tasks wait for. A cluster is sized by its owner.
     local_cpus = None if address or os.environ.get("RAY_ADDRESS") else (os.cpu_count() or 1) + (spec.replicas or 1)
@@ -82,6 +85,23 @@ def _start(ray: Any, address: str | None, spec: AskSpec) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SetupError(f"cannot reach the Ray cluster at {shown}: {exc}") from exc
     logger.info("on Ray at %s (%s)", shown, LOGS_HINT)
+
+
+def _check_reachable(address: str | None) -> None:
+    """A cluster address that no server answers is a setup error within seconds (Ray itself waits minutes).
+
+    Raises:
+        SetupError: nothing listens at the address's host and port.
+    """
+    if address is None or address in ("auto", RAY_LOCAL):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SetupError(f"--ray {address}: give HOST:PORT (from `ray start --head`) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise SetupError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from exc
 
 
 def _size_pool(ray: Any, spec: AskSpec, address: str | None) -> RayCluster:
