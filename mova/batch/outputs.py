@@ -15,7 +15,7 @@ from . import jsonl
 from .distributed import World
 from .errors import SetupError
 from .jobs import Job, Shard
-from .lock import lock_path
+from .lock import remove_stale_lock
 from .manifest import append_run, run_entry
 from .parts import (
     Merged,
@@ -149,7 +149,7 @@ def merge_parts(outputs: OutputSet, jobs: list[Job], *, observer: RunObserver) -
     write_records(group, merged.records)
     for part in parts:
         part.unlink()
-        lock_path(part).unlink(missing_ok=True)  # its run is over: the group's lock (held) covers it now
+        remove_stale_lock(part)  # a killed run's; a rank still ending removes its own
     if merged.conflicts:
         logger.warning(
             "%d item(s) have different answers in different parts (kept the first): %s",
