@@ -15,9 +15,13 @@ $(BIN)/mova: pyproject.toml
 .PHONY: setup demo test
 setup: $(BIN)/mova
 
+# The demo writes outside what it reads (examples/docs/), so a rerun reads the same inputs; .gitignore has it.
+DEMO_OUT := demo-out/answers.jsonl
+
 demo: setup
-	$(BIN)/mova ask examples/ --prompts examples/prompts.jsonl -m tiny-random --max-new-tokens 24 -o examples/out.jsonl --overwrite
-	@echo "wrote examples/out.jsonl (tiny-random: the answers are random text)" >&2
+	mkdir -p $(dir $(DEMO_OUT))
+	$(BIN)/mova ask examples/docs/ --prompts examples/prompts.jsonl -m tiny-random --max-new-tokens 24 -o $(DEMO_OUT) --overwrite
+	@echo "wrote $(DEMO_OUT) (tiny-random: the answers are random text)" >&2
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q

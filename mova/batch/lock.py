@@ -2,9 +2,13 @@
 
 Two runs appending to one file would answer and write every item twice; the second one must stop at
 once and say who holds the file. The lock is ``filelock``'s (``flock`` on Unix: the kernel drops it
-when its holder dies, so a killed run never leaves a stale lock). After taking it, the holder writes
-its pid, host and start time into the lock file so a refused run can name it. The lock file stays
-beside the output (removing it would let two runs lock two different inodes of one name).
+when its holder dies, so a killed run's lock file, left behind, is simply taken over). After taking
+it, the holder writes its pid, host and start time into the lock file so a refused run can name it.
+
+The holder removes the lock file when it is done (also on Ctrl-C or SIGTERM), while it still holds the
+lock: a run that opened the old file meanwhile finds it unlinked once it gets the lock, filelock (4.x)
+does not count that as held, and the run tries again on a new file; two runs never hold two files of
+one name.
 """
 
 import os
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputInUse
 
@@ -40,16 +45,14 @@ def hold_output(output: str | Path, *, purpose: str = "mova") -> Iterator[None]:
     Raises:
         OutputInUse: another process holds it (the message names that process when it could say).
     """
-    from filelock import FileLock, Timeout
+    from filelock import FileLock
 
     path = lock_path(Path(output).absolute())
     lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
+    if not _take(lock, path):
         raise OutputInUse(
             f"{output} is being written by {_holder(path)}; wait for it to end (or stop it), then rerun (lock: {path})"
-        ) from None
+        )
     try:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
@@ -59,7 +62,38 @@ def hold_output(output: str | Path, *, purpose: str = "mova") -> Iterator[None]:
             pass  # who holds it is only told to others; the lock itself is held
         yield
     finally:
-        lock.release()
+        try:
+            path.unlink(missing_ok=True)  # while held: no other run can have made a new file under this name
+        except OSError:
+            pass  # left behind, it is taken over like a killed run's
+        finally:
+            lock.release()
+
+
+def _take(lock: Any, path: Path) -> bool:
+    """Try the lock at once; False when another process holds it. A holder that ended between our open and
+    our try has removed the file it held (filelock counts the lock on it as not taken): try again."""
+    from filelock import Timeout
+
+    for _ in range(3):
+        try:
+            lock.acquire()
+            return True
+        except Timeout:
+            if path.exists():
+                return False
+    return False
+
+
+def remove_stale_lock(output: str | Path) -> None:
+    """Remove the lock file a killed holder of ``output`` left behind, by taking it (a live holder keeps its own)."""
+    if not lock_path(Path(output).absolute()).exists():
+        return
+    try:
+        with hold_output(output, purpose="mova clean-up"):
+            pass
+    except OutputInUse:
+        pass
 
 
 @contextmanager
@@ -71,4 +105,4 @@ def hold_outputs(outputs: Iterable[str | Path], *, purpose: str = "mova") -> Ite
         yield
 
 
-__all__ = ["LOCK_SUFFIX", "OutputInUse", "hold_output", "hold_outputs", "lock_path"]
+__all__ = ["LOCK_SUFFIX", "OutputInUse", "hold_output", "hold_outputs", "lock_path", "remove_stale_lock"]

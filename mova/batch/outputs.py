@@ -15,12 +15,13 @@ from . import jsonl
 from .distributed import World
 from .errors import SetupError
 from .jobs import Job, Shard
-from .lock import lock_path
+from .lock import remove_stale_lock
 from .manifest import append_run, run_entry
 from .parts import (
     Merged,
     PartError,
     drop_records,
+    in_plan_order,
     merge_records,
     part_files,
     plan_items,
@@ -148,7 +149,7 @@ def merge_parts(outputs: OutputSet, jobs: list[Job], *, observer: RunObserver) -
     write_records(group, merged.records)
     for part in parts:
         part.unlink()
-        lock_path(part).unlink(missing_ok=True)  # its run is over: the group's lock (held) covers it now
+        remove_stale_lock(part)  # a killed run's; a rank still ending removes its own
     if merged.conflicts:
         logger.warning(
             "%d item(s) have different answers in different parts (kept the first): %s",
@@ -160,6 +161,30 @@ def merge_parts(outputs: OutputSet, jobs: list[Job], *, observer: RunObserver) -
         important=bool(merged.failed),
     )
     return merged
+
+
+def put_in_plan_order(outputs: OutputSet, jobs: list[Job]) -> None:
+    """Rank 0 at the end of a run that wrote no part files: rewrite its output in plan order, as a merge
+    writes one (records are appended as they complete: a bad file's error record comes before the pages
+    the model answered). Atomic and only when the order changes; every record stays, byte for byte.
+
+    Raises:
+        SetupError: the output is no longer a mova output (it was one when the run began).
+    """
+    group = Path(outputs.group)
+    if outputs.to_stdout or not group.exists():
+        return
+    try:
+        records = [record for _, record in read_records([group])]
+    except PartError as exc:
+        raise SetupError(f"cannot put {group} in input order: {exc}") from exc
+    ordered = in_plan_order(records, plan_items(jobs))
+    if [record["id"] for record in ordered] == [record["id"] for record in records]:
+        return
+    try:
+        write_records(group, ordered)
+    except OSError as exc:  # the file is whole, only in answer order: no reason to fail a finished run
+        logger.warning("%s; its records stay in the order they were answered (a rerun puts them in order)", exc)
 
 
 @dataclass(frozen=True)
@@ -197,4 +222,14 @@ def write_manifest(outputs: OutputSet, spec: AskSpec, run: RunRecord) -> None:
         logger.warning("could not write the run manifest beside %s: %s", outputs.group, exc)
 
 
-__all__ = ["OutputSet", "RunRecord", "merge_parts", "open_writer", "output_set", "read_done", "tidy", "write_manifest"]
+__all__ = [
+    "OutputSet",
+    "RunRecord",
+    "merge_parts",
+    "open_writer",
+    "output_set",
+    "put_in_plan_order",
+    "read_done",
+    "tidy",
+    "write_manifest",
+]

@@ -268,6 +268,18 @@ def read_output(output: str | Path) -> tuple[list[Path], list[dict[str, Any]]]:
     return files, [record for _, record in best.values()]
 
 
+def in_plan_order(records: Iterable[dict[str, Any]], plan: Sequence[PlanItem]) -> list[dict[str, Any]]:
+    """The records in plan order, ids that are not in the plan first (in the order given).
+
+    The one ordering rule of a run's output, merged or not. The sort is stable: copies of one id keep
+    their order, and nothing is dropped.
+    """
+    position: dict[str, int] = {}
+    for index, item in enumerate(plan):
+        position.setdefault(item.id, index)
+    return sorted(records, key=lambda record: position.get(record["id"], -1))
+
+
 def merge_records(found: Iterable[tuple[str, dict[str, Any]]], plan: Sequence[PlanItem] | None) -> Merged:
     """Merge records from several files into one list, one record per id, in plan order.
 
@@ -286,13 +298,9 @@ def merge_records(found: Iterable[tuple[str, dict[str, Any]]], plan: Sequence[Pl
         ordered = sorted((record for _, record in best.values()), key=position)
     else:
         planned = {item.id for item in plan}
-        ordered = [record for key, (_, record) in best.items() if key not in planned]
-        merged.extra = len(ordered)
-        for item in plan:
-            if item.id in best:
-                ordered.append(best[item.id][1])
-            else:
-                merged.missing.append(item)
+        ordered = in_plan_order([record for _, record in best.values()], plan)
+        merged.extra = sum(key not in planned for key in best)
+        merged.missing = [item for item in plan if item.id not in best]
     merged.records = ordered
     merged.failed = sum(record.get("status") != "ok" for record in ordered[merged.extra :])
     return merged
@@ -326,6 +334,7 @@ __all__ = [
     "base_output",
     "best_records",
     "drop_records",
+    "in_plan_order",
     "merge_records",
     "part_files",
     "plan_items",

@@ -78,6 +78,11 @@ def _prompts(spec: AskSpec) -> tuple[list[PromptSpec], list[PromptProblem]]:
     problems: list[PromptProblem] = []
     if spec.prompts:
         file_prompts, problems = load_prompts(spec.prompts, image_folder=spec.image_folder, **defaults)
+        if not file_prompts and not problems:  # every line blank (a line that is not becomes one or the other)
+            empty = f"--prompts {spec.prompts}: the file holds no prompt (every line is blank)"
+            if not prompts:
+                raise UsageError(f'{empty}; write one JSON object per line: {{"id": "q1", "prompt": "..."}}')
+            logger.warning("%s; asking only the -p/--prompt-file questions", empty)
         prompts += file_prompts
     return prompts, problems
 

@@ -1,9 +1,9 @@
 """``run(spec) -> Outcome`` and ``ask(paths, ...)``: one batch run.
 
 ``run`` writes: check the spec -> plan -> tidy the output set (rank 0) -> open the model -> answer
-into the output -> merge the parts (rank 0) -> manifest. ``ask`` writes nothing: it plans (no
-resume), opens the model and yields the same records. The outcome ``run`` returns is the only
-thing the command line turns into an exit code.
+into the output -> merge the parts, or put the output in plan order (rank 0) -> manifest. ``ask``
+writes nothing: it plans (no resume), opens the model and yields the same records. The outcome
+``run`` returns is the only thing the command line turns into an exit code.
 """
 
 import logging
@@ -29,7 +29,16 @@ from .errors import SetupError, UsageError
 from .lock import hold_outputs
 from .manifest import utc_now
 from .outcome import Outcome
-from .outputs import OutputSet, RunRecord, merge_parts, open_writer, output_set, tidy, write_manifest
+from .outputs import (
+    OutputSet,
+    RunRecord,
+    merge_parts,
+    open_writer,
+    output_set,
+    put_in_plan_order,
+    tidy,
+    write_manifest,
+)
 from .parts import Merged
 from .planning import RunPlan, dry_run_report, plan
 from .progress import LogObserver, RunObserver, RunStart, Summary
@@ -159,7 +168,8 @@ class _Report:
 def _plan_and_answer(
     spec: AskSpec, outputs: OutputSet, world: World, report: _Report, observer: RunObserver
 ) -> Merged | None:
-    """Plan, tidy, answer this process's share, and (rank 0) merge the parts (None: no parts)."""
+    """Plan, tidy, answer this process's share, and (rank 0) merge the parts (None: no parts) or put the
+    output in plan order."""
     workers = default_workers() if spec.workers is None else spec.workers
     with ExitStack() as stack:
         group = stack.enter_context(distributed.ProcessGroup()) if world.distributed else None
@@ -182,7 +192,10 @@ def _plan_and_answer(
             _wait_for_ranks(group)  # every rank has written its share
         if world.rank != 0:
             return None  # rank 0 reports the outcome of the whole run: a launcher stops all on a non-zero
-        return merge_parts(outputs, report.run.jobs, observer=observer)
+        merged = merge_parts(outputs, report.run.jobs, observer=observer)
+        if merged is None:
+            put_in_plan_order(outputs, report.run.jobs)
+        return merged
 
 
 def _summary(run_plan: RunPlan) -> Summary:

@@ -363,6 +363,20 @@ def test_nothing_to_ask_and_no_inputs_exit_2(tmp_path):
     assert result.exit_code == 2 and "no inputs" in result.stderr
 
 
+def test_an_empty_prompts_file_is_named_as_holding_no_prompt(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    result = invoke(["ask", str(tmp_path / "a.png"), "--prompts", str(empty), *FAST])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"--prompts {empty}: the file holds no prompt" in result.stderr and "give" not in result.stderr
+    assert engine.requests == []
+    result = invoke(["ask", str(tmp_path / "a.png"), "--prompts", str(empty), "-p", "q", "--workers", "0"])
+    assert result.exit_code == 0 and len(parse_lines(result.stdout)) == 1
+    assert f"--prompts {empty}: the file holds no prompt" in result.stderr
+
+
 def test_unwritable_output_is_a_setup_error_before_any_work(tmp_path, monkeypatch):
     engine = stub_engine.install(monkeypatch)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")

@@ -270,11 +270,13 @@ def test_a_rank_killed_mid_run_then_a_rerun_with_three_ranks_gives_every_item_on
     assert not out.exists()
     left = sum(len(records(p)) for p in tmp_path.glob("out.rank-*"))
     assert 2 <= left < 2 * ITEMS
+    assert (tmp_path / ".out.rank-1-of-2.jsonl.lock").exists()  # the killed rank's lock, left behind
 
     rerun = subprocess.run(_torchrun(3, 0.0, docs, out), env=_env(), capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert without_run_fields(out) == without_run_fields(single)  # every item once, in input order
     assert not list(tmp_path.glob("out.rank-*"))
+    assert not list(tmp_path.glob(".*.lock"))  # the stale one was taken over with the part it locked
 
 
 def test_torchrun_with_the_real_command_and_tiny_random_matches_one_process(tmp_path):
@@ -293,6 +295,7 @@ def test_torchrun_with_the_real_command_and_tiny_random_matches_one_process(tmp_
     assert {rank for _, rank, _ in runs} == {0, 1} and len({run_id for run_id, _, _ in runs}) == 1
     assert {size for _, _, size in runs} == {2}
     assert not list(tmp_path.glob("two.rank-*")) and (tmp_path / "two.jsonl.plan.json").exists()
+    assert not list(tmp_path.glob(".*.lock"))
 
 
 def test_the_gpus_launcher_runs_ranks_that_merge(pages, tmp_path):

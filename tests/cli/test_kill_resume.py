@@ -16,6 +16,8 @@ import psutil
 import pytest
 from PIL import Image
 
+from mova.batch.lock import lock_path
+
 STUB_CLI = str(Path(__file__).with_name("stub_cli.py"))
 ITEMS = 30
 
@@ -78,10 +80,12 @@ def test_sigkill_mid_run_then_resume_gives_every_item_once(tmp_path, expected_id
     _, alive = psutil.wait_procs([c for c in children if c.is_running()], timeout=10)
     assert not alive
 
+    assert f"pid {process.pid} " in lock_path(out).read_text()  # the killed run's lock, left behind
     rerun = subprocess.run(_command(0.0, docs, out, workers), capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.returncode == 0, rerun.stderr  # it takes the stale lock over
     ids = Counter(record["id"] for record in _records(out))
     assert ids == expected_ids  # every item exactly once
+    assert not lock_path(out).exists()
 
 
 def test_a_torn_line_left_by_a_crash_is_dropped_on_resume(tmp_path, expected_ids):
@@ -106,6 +110,7 @@ def test_ctrl_c_flushes_whole_records_and_exits_130(tmp_path, expected_ids):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not lock_path(out).exists()
     written = _records(out)
     assert 3 <= len(written) < ITEMS
     assert set(r["id"] for r in written) <= set(expected_ids)
@@ -125,6 +130,7 @@ def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path, expected_ids, signum
     assert 3 <= len(written) < ITEMS and {r["status"] for r in written} == {"ok"}
     manifest = json.loads(Path(f"{out}.manifest.json").read_text())
     assert manifest["runs"][-1]["outcome"] == "terminated"
+    assert not lock_path(out).exists()
     rerun = subprocess.run(_command(0.0, docs, out, 0), capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert Counter(record["id"] for record in _records(out)) == expected_ids
