@@ -6,9 +6,10 @@ typed. Errors are ``mova.batch.errors`` types (the command line's exit codes 2, 
 
 Read the rooms in the order a run goes through them: ``spec`` (what to do, checked) -> ``sources`` and
 ``readers`` (find, identify and decode inputs, in reader processes) -> ``jobs`` and ``planning`` (prompts x
-pages, ids, resume, splitting) -> ``answering`` (the model seam, records) -> ``outputs`` with ``jsonl``,
-``parts``, ``lock`` and ``manifest`` (the files) -> ``runner`` (the order of it all). Like ``mova``, names
-load on first use, so ``import mova.batch`` pulls in neither torch nor the input decoders.
+pages, ids, resume, splitting) -> ``answering`` (the model seam, records; on Ray: ``cluster``, ``replica``)
+-> ``outputs`` with ``jsonl``, ``parts``, ``lock`` and ``manifest`` (the files) -> ``runner`` (the order of
+it all). Like ``mova``, names load on first use, so ``import mova.batch`` pulls in neither torch nor the
+input decoders.
 """
 
 import importlib
@@ -17,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "AskSpec": "spec",
     "BatchError": "errors",
+    "LogObserver": "progress",
     "NothingToDo": "errors",
     "Outcome": "outcome",
     "OutputInUse": "errors",

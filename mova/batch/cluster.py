@@ -63,7 +63,7 @@ def ray_cluster(spec: AskSpec) -> Iterator[RayCluster]:
     """
     import ray  # the [ray] extra: only for --ray
 
-    address = None if spec.ray == RAY_LOCAL else spec.ray
+    address = os.environ.get("RAY_ADDRESS") if spec.ray == RAY_LOCAL else spec.ray  # None: start one here
     owned = not ray.is_initialized()
     if owned:
         _start(ray, address, spec)
@@ -87,13 +87,13 @@ def _start(ray: Any, address: str | None, spec: AskSpec) -> None:
     logger.info("on Ray at %s (%s)", shown, LOGS_HINT)
 
 
-def _check_reachable(address: str | None) -> None:
+def _check_reachable(address: str) -> None:
     """A cluster address that no server answers is a setup error within seconds (Ray itself waits minutes).
 
     Raises:
         SetupError: nothing listens at the address's host and port.
     """
-    if address is None or address in ("auto", RAY_LOCAL):
+    if address in ("auto", "local"):  # Ray's own words: the cluster of this machine
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
@@ -116,7 +116,7 @@ def _size_pool(ray: Any, spec: AskSpec, address: str | None) -> RayCluster:
             f"{replicas} replica(s) take one CPU each and decoding needs more, but the Ray cluster has {cpus:g} "
             f"CPU(s): use --replicas {max(1, int(cpus - DECODE_CPUS))} or a larger cluster"
         )
-    shown = address or os.environ.get("RAY_ADDRESS") or "local"
+    shown = address or RAY_LOCAL
     return RayCluster(address=shown, replicas=replicas, gpus_per_replica=per_replica)
 
 

@@ -5,6 +5,7 @@ that connects to it by address, as it would to a cluster started with `ray start
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -183,3 +184,26 @@ def test_a_page_a_worker_cannot_see_says_inputs_must_be_shared(tmp_path):
     (docs / "p0.png").unlink()  # as on a node without the shared filesystem
     page = decode_row({"unit": unit, "jobs": []})["page"]
     assert page.error is not None and "every node must read the inputs at the same path" in page.error.message
+
+
+@pytest.mark.parametrize("ray_installed", [True, False])
+def test_gpus_runs_one_replica_per_gpu_on_a_local_ray_or_falls_back_to_the_launcher(ray_installed, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from mova.batch.spec import RAY_LOCAL
+    from mova_cli.gpus import resolve_gpus
+
+    real = importlib.util.find_spec
+    if not ray_installed:
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    spec, launched = resolve_gpus(AskSpec.create(["d"], prompt="q", output="o.jsonl"), (1, 3))
+    if ray_installed:
+        assert launched == () and (spec.ray, spec.replicas, spec.gpus_per_replica) == (RAY_LOCAL, 2, 1)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"  # what the local Ray may place on
+    else:
+        assert launched == (1, 3) and spec.ray is None
