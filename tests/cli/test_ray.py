@@ -26,6 +26,7 @@ from mova.batch.spec import STDOUT, AskSpec
 from .inputs import FAST, distinct_pages, invoke
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all, on the module's one cluster
 
 PAGES = 12
 MODEL = ["-m", "tiny-random", "--max-new-tokens", "6"]
@@ -75,6 +76,10 @@ def _by_id(records: list[dict]) -> dict[str, dict]:
     return {record["id"]: {k: v for k, v in record.items() if k not in VARYING} for record in records}
 
 
+def _replicas() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if REPLICA_PROCESS in " ".join(p.info["cmdline"] or [])]
+
+
 def _wait_for_lines(out: Path, count: int, process: subprocess.Popen, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,7 +110,7 @@ def test_a_killed_replica_is_replaced_and_every_item_is_written_once(docs, one_p
     )
     try:
         _wait_for_lines(out, 2, process)
-        replicas = [p for p in psutil.process_iter(["cmdline"]) if REPLICA_PROCESS in " ".join(p.info["cmdline"] or [])]
+        replicas = _replicas()
         assert replicas, "no replica process found"
         for replica in replicas:
             replica.send_signal(signal.SIGKILL)
@@ -135,6 +140,27 @@ def test_a_sigkilled_driver_resumes_with_only_what_is_missing(docs, one_process,
     first_run = {r["run"]["run_id"] for r in records if r["id"] in written}
     assert len(first_run) == 1  # what the killed run wrote is kept, and only the rest was answered again
     assert not any(r["run"]["run_id"] in first_run for r in records if r["id"] not in written)
+
+
+def test_sigterm_on_the_driver_stops_the_replicas_and_keeps_whole_records(docs, address, tmp_path):
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        _ask(docs, out, address, "--replicas", "1", "-b", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        _wait_for_lines(out, 2, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr.decode()[-3000:]
+    assert b"Traceback" not in stderr
+    assert 2 <= len(_records(out)) < PAGES + 1
+    assert json.loads((tmp_path / "out.jsonl.manifest.json").read_text())["runs"][-1]["outcome"] == "terminated"
+    deadline = time.monotonic() + 60
+    while _replicas() and time.monotonic() < deadline:  # the job ended with its driver: Ray stops its actors
+        time.sleep(0.2)
+    assert not _replicas()
 
 
 def test_an_unreachable_cluster_is_a_setup_error_naming_it(docs, tmp_path):
