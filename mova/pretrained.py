@@ -2,7 +2,6 @@
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from .constants import DTYPE_NAMES, RANDOM_PRESETS, TINY_RANDOM, auto_dtype, can
 from .device_map import device_for, dispatch, pin_resident_modules, plan_device_map
 from .errors import CheckpointError, ConfigError
 from .layers.rope import VisionRotaryEmbedding
+from .model_names import closest_model, hub_cache_dir
 from .modeling import MoVAModel
 from .processing import MoVAProcessor
 from .released_config import read_config
@@ -217,10 +217,11 @@ def resolve_checkpoint(
             how = "downloading was not allowed"
         else:
             how = f"the download failed ({exc})"
-        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        close = closest_model(spec, cache=cache_dir)
+        hint = f"did you mean {close!r}? " if close not in (None, spec) else ""
         raise CheckpointError(
-            f"model {spec!r} is not in the local Hugging Face cache ({cache}) and {how}. "
-            f"Download it once with `mova download {spec}` on a machine with network, "
+            f"model {spec!r} is not in the local Hugging Face cache ({cache_dir or hub_cache_dir()}) and {how}. "
+            f"{hint}Download it once with `mova download {spec}` on a machine with network, "
             "or pass a local copy with -m /path/to/checkpoint"
         ) from exc
     return Path(path), revision

@@ -8,7 +8,7 @@ from PIL import Image
 
 import mova
 from mova import Engine, GenerationConfig, Request
-from mova.answer_schema import AnswerSchema
+from mova.answer_schema import AnswerSchema, AnswerSchemaError
 from mova.errors import InputError
 
 QUESTIONS = ["What is the total?", "Name the people on this page.", "Is this an invoice?"]
@@ -97,6 +97,16 @@ def test_schema_rows_leave_free_rows_and_routing_as_they_were(loaded):
             assert after.ok and after.answer_json is not None
 
 
+def test_an_object_that_does_not_say_additional_properties_ends_after_its_keys(loaded):
+    # JSON Schema would let the model add keys until max_new_tokens runs out; ours are closed.
+    declared = {key: value for key, value in SCHEMAS["object"].items() if key != "additionalProperties"}
+    schema = AnswerSchema.from_value(declared)
+    results = list(Engine(loaded, batch_size=8).run(_requests(lambda i: schema, max_new_tokens=40)))
+    for result in results:
+        assert result.ok, result.error
+        assert list(result.answer_json) == ["total", "currency"]
+
+
 def test_an_answer_cut_by_max_new_tokens_is_an_error_with_the_reason(loaded):
     long_note = {"type": "object", "properties": {"note": {"type": "string", "minLength": 40}}, "required": ["note"]}
     schema = AnswerSchema.from_value(long_note)
@@ -104,6 +114,23 @@ def test_an_answer_cut_by_max_new_tokens_is_an_error_with_the_reason(loaded):
     for result in results:
         assert result.error.stage == "answer" and result.error.type == "AnswerSchemaError"
         assert "max-new-tokens" in result.error.message and result.answer_json is None
+
+
+@pytest.mark.parametrize("text", ["302E3020", "[1, -4E400]", '{"n": 18446744073709551616}', "9" * 5000])
+def test_a_number_no_float64_or_64_bit_integer_holds_is_an_error_not_a_value(text):
+    schema = AnswerSchema.from_value({})
+    with pytest.raises(AnswerSchemaError, match="the answer holds a number (that is not finite|outside the 64-bit)"):
+        schema.parse(text, complete=True)
+
+
+def test_numbers_that_fit_are_parsed_as_written():
+    schema = AnswerSchema.from_value({})
+    assert schema.parse("[1e-400, 18446744073709551615, -9223372036854775808, 1.5E+3]", complete=True) == [
+        0.0,
+        2**64 - 1,
+        -(2**63),
+        1500.0,
+    ]
 
 
 def test_a_schema_that_cannot_be_enforced_is_refused_up_front():

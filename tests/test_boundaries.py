@@ -20,8 +20,8 @@ HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "
 
 
 # The library modules the CLI may load before a command runs: torch- and Pillow-free by design (constants,
-# types, the batch layer's spec, records and output files).
-TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.requests", "mova.routing"} | {
+# types, model names, the batch layer's spec, records and output files).
+TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.model_names", "mova.requests", "mova.routing"} | {
     f"mova.batch{suffix}"
     for suffix in [
         "",

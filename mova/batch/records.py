@@ -170,7 +170,8 @@ def build_record(
         status: ``ok`` or ``error``.
         answer: the answer text (None for errors and ``--route-only``).
         answer_json: the parsed answer of a prompt with a schema (None otherwise).
-        routing: a ``RoutingDecision`` (experts, letters, raw_text, forced) or None.
+        routing: a ``RoutingDecision`` (experts, letters, raw_text, forced) or None; kept in error records
+            too (an answer-stage failure still says which experts were chosen).
         gate: MoV-Adapter gate weights, when the engine reports them.
         error: ``{"stage", "type", "message"}`` for error records.
         usage: (prompt, router, answer) token counts.
@@ -190,7 +191,7 @@ def build_record(
         "status": status,
         "answer": answer if ok else None,
         "answer_json": answer_json if ok else None,
-        "experts": _experts(routing if ok else None, gate),
+        "experts": _experts(routing, gate),
         "error": None if error is None else {**error, "retries": error.get("retries", 0)},
         "warnings": list(warnings),
         "gen": _gen(context.params),
@@ -208,7 +209,8 @@ def build_record(
 
 
 def _experts(routing: Any, gate: Any) -> dict[str, Any]:
-    """Records without a routing decision (errors) still have the object, so ``.experts.chosen`` is a list."""
+    """Records without a routing decision (errors before routing) still have the object, so
+    ``.experts.chosen`` is a list."""
     if routing is None:
         return {"chosen": [], "letters": [], "router_text": None, "forced": None, "gate": None}
     return {
@@ -237,10 +239,19 @@ def error_fields(stage: str, type_name: str, message: str) -> dict[str, Any]:
 
 
 def record_from_result(job: Job, result: Any, context: RecordContext, **extra: Any) -> dict[str, Any]:
-    """A record for an engine ``Result`` (ok or error)."""
+    """A record for an engine ``Result`` (ok or error; an error after routing keeps the experts chosen)."""
     if result.error is not None:
         error = error_fields(result.error.stage, result.error.type, result.error.message)
-        return build_record(job, context, status="error", error=error, timings_ms=result.timings_ms, **extra)
+        return build_record(
+            job,
+            context,
+            status="error",
+            error=error,
+            routing=result.routing,
+            gate=result.gate_weights,
+            timings_ms=result.timings_ms,
+            **extra,
+        )
     return build_record(
         job,
         context,

@@ -8,7 +8,6 @@ dict) and are converted by ``AskSpec.create``. Values implied by others (``max_m
 ``device_map="auto"``; a launched rank takes its GPU) are filled in by ``resolve``.
 """
 
-import difflib
 import importlib.util
 import logging
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from ..constants import (
     is_hub_id,
 )
 from ..errors import MoVAError
+from ..model_names import closest_model
 from ..routing import ExpertChoice, parse_expert_choice
 from .distributed import World
 from .errors import UsageError
@@ -213,8 +213,8 @@ def _check_model(name: str) -> None:
     are left to the loader (exit 3 with what to download)."""
     if name in RANDOM_PRESETS or "/" in name or Path(name).expanduser().is_dir() or is_hub_id(name):
         return
-    close = difflib.get_close_matches(name, [*RANDOM_PRESETS, DEFAULT_MODEL], n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    close = closest_model(name)  # built-ins, the release, and what the local hub cache holds
+    hint = f"did you mean {close!r}? " if close else ""
     raise UsageError(
         f"-m {name!r} is not a built-in model, a checkpoint folder or a hub id (owner/name); {hint}"
         f"built-in models: {', '.join(RANDOM_PRESETS)}"

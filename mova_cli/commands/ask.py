@@ -74,7 +74,9 @@ from ..terminal import TerminalObserver
     default=None,
     help='JSON Schema every answer must meet (a file, or inline JSON such as \'{"type": "object", ...}\'): '
     "decoding is constrained to it, records carry the parsed value in answer_json, and an answer that cannot "
-    'complete (e.g. cut by --max-new-tokens) is an error record. A prompts line\'s "schema" key wins.',
+    "complete (e.g. cut by --max-new-tokens) or holds a number no float64 holds is an error record. Objects are "
+    'closed: only the keys they declare, unless they say "additionalProperties": true (or a schema for the '
+    'extra values). A prompts line\'s "schema" key wins.',
 )
 @click.option(
     "--image-folder",

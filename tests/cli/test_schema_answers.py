@@ -4,6 +4,7 @@ answer_json; what cannot meet it is an error record; `mova export` gets the sche
 import csv
 import io
 import json
+import math
 
 import jsonschema
 
@@ -92,6 +93,38 @@ def test_an_answer_that_cannot_complete_is_an_error_record(tmp_path):
         assert record["status"] == "error" and record["answer"] is None and record["answer_json"] is None
         assert record["error"]["stage"] == "answer" and record["error"]["type"] == "AnswerSchemaError"
         assert "--max-new-tokens" in record["error"]["message"]
+
+
+def test_a_number_that_is_not_finite_is_an_error_record_that_keeps_the_experts(tmp_path):
+    # tiny-random writes numbers such as 9E934...: valid under the grammar, infinite as a float
+    pages = distinct_pages(tmp_path / "pages", 3)
+    numbers = {"type": "array", "items": {"type": "number"}, "maxItems": 2}
+    args = ["ask", str(pages), "-p", "Value?", "-m", "tiny-random", "--max-new-tokens", "60", *FAST]
+    result = invoke([*args, "--schema", json.dumps(numbers)])
+    routed = {r["source"]["path"]: r["experts"] for r in _records(invoke([*args, "--route-only"]).stdout)}
+    records = _records(result.stdout)
+    not_finite = [r for r in records if r["status"] == "error" and "not finite" in r["error"]["message"]]
+    assert not_finite and result.exit_code == 1
+    for record in records:
+        if record["status"] == "ok":
+            assert all(math.isfinite(value) for value in record["answer_json"])
+            jsonschema.validate(record["answer_json"], numbers)
+            continue
+        assert record["answer_json"] is None and record["error"]["type"] == "AnswerSchemaError"
+        assert record["error"]["stage"] == "answer"
+        experts = record["experts"]  # the routing happened: the error record says what it chose
+        want = routed[record["source"]["path"]]
+        assert (experts["chosen"], experts["letters"], experts["router_text"]) == (
+            want["chosen"],
+            want["letters"],
+            want["router_text"],
+        )
+        assert experts["forced"] is False and len(experts["gate"]) > 0
+
+
+def test_help_states_that_objects_are_closed():
+    text = " ".join(invoke(["ask", "--help"]).stdout.split())
+    assert 'Objects are closed: only the keys they declare, unless they say "additionalProperties": true' in text
 
 
 def test_bad_schema_option_is_a_usage_error(tmp_path):
