@@ -52,7 +52,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     import mova.batch
 
     options = {"prompt": "What is shown?", "model": args.model, "max_new_tokens": args.max_new_tokens}
-    options |= {"route_only": args.route_only, "output": args.output, "batch_size": args.batch_size, "workers": 0}
+    options |= {"route_only": args.route_only, "output": args.output, "batch_size": args.batch_size}
     if args.replicas:
         import ray
 

@@ -382,8 +382,9 @@ def parallel_options(fn: Callable) -> Callable:
                 "--gpus",
                 type=GPUS,
                 default=None,
-                help="Data parallel on this machine: one process per listed GPU (e.g. 0,1,2, or all), each "
-                "answering its share; the output gets every item once, in input order. Needs -o FILE.",
+                help="Data parallel on this machine: one model per listed GPU (e.g. 0,1,2, or all), on a local "
+                "Ray (--ray) when Ray is installed, else one process each (then -o FILE is needed); the output "
+                "gets every item once, in input order.",
             ),
             click.option(
                 "--shard",

@@ -109,9 +109,11 @@ def ask(ctx: click.Context, **options: Any) -> Any:
     items already in the file are skipped (--retry-failed redoes failed ones, --overwrite starts
     afresh). A broken input or a bad prompts line becomes an error record and the run goes on.
 
-    Several GPUs or machines: `--gpus 0,1,2`, `accelerate launch -m mova_cli ask ...` or `torchrun`
-    split the items over processes and merge their parts into -o; `--shard K/N` answers one part
-    and `mova merge` joins the parts. A model larger than one GPU: `--device-map auto`.
+    Several GPUs or machines: `--ray [ADDRESS]` answers on Ray Data (a model replica per GPU, on this
+    machine or a cluster; this process writes -o); `--gpus 0,1,2` is that on a local Ray (without Ray:
+    one process per GPU). `accelerate launch -m mova_cli ask ...` or `torchrun` split the items over
+    processes and merge their parts into -o; `--shard K/N` answers one part and `mova merge` joins the
+    parts. A model larger than one GPU: `--device-map auto`.
 
     \b
     Examples:
@@ -119,6 +121,7 @@ def ask(ctx: click.Context, **options: Any) -> Any:
       mova ask report.pdf --pages 1-3 -p "Summarise this page." -m tiny-random
       mova ask --prompts questions.jsonl --image-folder images/ -o answers.jsonl
       mova ask scans/ -p "What is the total?" --gpus 0,1,2,3 -o totals.jsonl
+      mova ask /shared/scans -p "What is the total?" -o totals.jsonl --ray head:6379
     """
     with usage_errors():
         return _run(options, quiet=get_verbosity(ctx).quiet, argv=ctx.meta.get(ARGS_META_KEY))

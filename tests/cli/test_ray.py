@@ -233,3 +233,38 @@ def test_gpus_runs_one_replica_per_gpu_on_a_local_ray_or_falls_back_to_the_launc
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"  # what the local Ray may place on
     else:
         assert launched == (1, 3) and spec.ray is None
+
+
+class _Answered:
+    """A stand-in for the Ray dataset: the replicas' records as given (one repeated, one never sent)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+
+    def map(self, *args, **kwargs) -> "_Answered":
+        return self
+
+    def map_batches(self, *args, **kwargs) -> "_Answered":
+        return self
+
+    def iter_rows(self):
+        return ({"record": json.dumps(record).encode()} for record in self.records)
+
+
+def test_a_job_no_replica_answered_is_an_error_record_and_a_repeat_is_dropped(tmp_path, monkeypatch):
+    from mova.batch.answering import ModelSettings
+    from mova.batch.cluster import RayCluster, answer_on_ray
+    from mova.batch.records import ModelInfo, RecordContext, RunInfo
+
+    docs = distinct_pages(tmp_path / "docs", 3)
+    spec = AskSpec.create([str(docs)], prompt="q", workers=0, ray="local")
+    run_plan = plan(spec, output_set(STDOUT, None, World()), model_id="tiny-random", prefetcher=None)
+    first, second, lost = run_plan.todo.jobs
+    sent = [{"id": first.id, "status": "ok"}, {"id": second.id, "status": "ok"}, {"id": first.id, "status": "ok"}]
+    monkeypatch.setattr(ray.data, "from_items", lambda *args, **kwargs: _Answered(sent))
+    context = RecordContext(run_plan.params, ModelInfo(id="tiny-random"), RunInfo(run_id="r"), mova_version="0")
+    cluster = RayCluster(address="local", replicas=1, gpus_per_replica=0)
+    settings = ModelSettings.from_spec(spec, offload_dir=None)
+    records = list(answer_on_ray(run_plan, settings, context=context, spec=spec, cluster=cluster))
+    assert [r["id"] for r in records] == [first.id, second.id, lost.id]
+    assert records[-1]["status"] == "error" and records[-1]["error"]["type"] == "replica_lost"
