@@ -10,7 +10,9 @@ error record, so every job is accounted for exactly once.
 
 import logging
 import os
+import signal
 import socket
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 TASK_RETRIES = 3  # tries of a replica's batch after its process died, before its jobs become error records
 DECODE_CPUS = 0.5  # a decoding task's CPU share: not the replicas' 1, so Ray keeps decoding in its own tasks
 CONNECT_TIMEOUT_S = 10.0
+KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # ray.init replaces their handlers
 LOGS_HINT = "Ray's logs are under /tmp/ray/session_latest/logs on each node"
 
 
@@ -75,15 +78,24 @@ def ray_cluster(spec: AskSpec) -> Iterator[RayCluster]:
 
 
 def _start(ray: Any, address: str | None, spec: AskSpec) -> None:
-    shown = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
-    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
-    # A local Ray gets a logical CPU per replica on top of the machine's for decoding: a replica on CPU
-    # would otherwise take a CPU that the decoding tasks wait for. A cluster is sized by its owner.
-    local_cpus = None if address or os.environ.get("RAY_ADDRESS") else (os.cpu_count() or 1) + (spec.replicas or 1)
+    """Connect to ``address``, or start a local Ray (None); the run keeps its own signal handlers."""
+    shown = address or "a local Ray"
+    options: dict[str, Any] = {"address": address}
+    if address is None:
+        # A local Ray gets a logical CPU per replica on top of the machine's for decoding: a replica on CPU
+        # would otherwise take a CPU that the decoding tasks wait for. A cluster is sized by its owner.
+        options = {"address": "local", "num_cpus": (os.cpu_count() or 1) + (spec.replicas or 1)}
+    else:
+        _check_reachable(address)
+    handlers = {signum: signal.getsignal(signum) for signum in KEPT_SIGNALS}
     try:
-        ray.init(address=address, num_cpus=local_cpus, logging_level=logging.WARNING, include_dashboard=False)
+        ray.init(**options, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SetupError(f"cannot reach the Ray cluster at {shown}: {exc}") from exc
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)  # Ray's driver handler exits at once; the run's own end it whole
     logger.info("on Ray at %s (%s)", shown, LOGS_HINT)
 
 

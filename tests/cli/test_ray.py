@@ -133,7 +133,9 @@ def test_a_sigkilled_driver_resumes_with_only_what_is_missing(docs, one_process,
         process.kill()
     written = {record["id"] for record in _records(out)}
     assert 3 <= len(written) < len(one_process)
-    rerun = subprocess.run(_ask(docs, out, address, "--replicas", "2"), capture_output=True, text=True, timeout=600)
+    rerun_command = [arg for arg in _ask(docs, out, address, "--replicas", "2") if arg != address]  # --ray alone:
+    env = {**os.environ, "RAY_ADDRESS": address}  # RAY_ADDRESS names the cluster
+    rerun = subprocess.run(rerun_command, capture_output=True, text=True, timeout=600, env=env)
     assert rerun.returncode == 1, rerun.stderr[-3000:]
     records = _records(out)
     assert _by_id(records) == one_process
@@ -161,6 +163,17 @@ def test_sigterm_on_the_driver_stops_the_replicas_and_keeps_whole_records(docs, 
     while _replicas() and time.monotonic() < deadline:  # the job ended with its driver: Ray stops its actors
         time.sleep(0.2)
     assert not _replicas()
+
+
+def test_ray_with_no_address_starts_a_local_ray_for_the_run(tmp_path):
+    docs = distinct_pages(tmp_path / "docs", 2)
+    out = tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = _mova("ask", str(docs), "-p", "q", *MODEL, "-q", "-o", str(out), "--ray", "--replicas", "1")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(_records(out)) == 2
+    assert json.loads((tmp_path / "out.jsonl.manifest.json").read_text())["runs"][-1]["ray"]["address"] == "local"
 
 
 def test_an_unreachable_cluster_is_a_setup_error_naming_it(docs, tmp_path):
