@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from .jsonl import JsonlWriter
 from .model_identity import effective_dtype, model_identity
 from .planning import RunPlan
 from .progress import RunObserver, Summary
-from .readers import Prefetched, Prefetcher
+from .readers import Prefetched, Prefetcher, read_inline
 from .records import (
     ModelInfo,
     RecordContext,
@@ -35,7 +34,7 @@ from .records import (
     record_from_result,
     select_fields,
 )
-from .sources import SourceError, SourceUnit, decode_unit
+from .sources import SourceUnit
 from .spec import AskSpec, check_forced_experts
 
 logger = logging.getLogger(__name__)
@@ -191,18 +190,6 @@ def open_session(settings: ModelSettings, run: RunPlan) -> ModelSession | None:
     return None
 
 
-def _load_inline(unit: SourceUnit) -> Prefetched:
-    """Load a unit in this process (``--workers 0``), as the prefetcher would."""
-    if unit.error is not None:
-        return Prefetched(unit, error=unit.error)
-    start = time.perf_counter()
-    try:
-        decoded = decode_unit(unit)
-    except SourceError as exc:
-        return Prefetched(unit, error=exc.error)
-    return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
-
-
 def _unit_groups(jobs: list[Job]) -> list[tuple[SourceUnit, list[Job]]]:
     """Consecutive jobs on the same unit, grouped (plans are unit-major)."""
     groups: list[tuple[SourceUnit, list[Job]]] = []
@@ -267,7 +254,7 @@ def answer_jobs(
     preprocess = session.preprocess if session is not None else None
     if preprocess is not None and forced:  # known before routing: their inputs are prefetched too
         preprocess = partial(preprocess, experts=forced)
-    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(_load_inline, units)
+    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(read_inline, units)
     unreadable: deque[tuple[Job, Prefetched]] = deque()
     fetched_by_job: dict[str, Prefetched] = {}
     requests = _requests(

@@ -110,6 +110,22 @@ def run_params(spec: AskSpec, model_id: str) -> RunParams:
     )
 
 
+def log_passed_over(passed_over: list[PassedOver]) -> None:
+    """Each file a folder walk passed over, at info level (``-v`` lists them)."""
+    for item in passed_over:
+        logger.info("passed over (not an image or PDF): %s", item.path)
+
+
+def render_options(spec: AskSpec) -> dict[str, Any]:
+    """``sources.iter_sources``' arguments for how pages are rendered (``max_side`` 0: no cap)."""
+    return {"dpi": spec.dpi, "max_side": spec.max_side or None, "pages": spec.pages, "password": spec.password}
+
+
+def walk_options(spec: AskSpec) -> dict[str, Any]:
+    """``sources.discover``'s arguments for how folders and globs are walked."""
+    return {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
+
+
 def _discover(
     spec: AskSpec,
     paths: list[str],
@@ -119,17 +135,9 @@ def _discover(
 ) -> tuple[list[SourceUnit], list[SourceUnit]]:
     """The units of the PATH inputs, and of the files that only prompts name; what a folder walk
     passed over goes to ``passed_over``."""
-    render = {
-        "dpi": spec.dpi,
-        "max_side": spec.max_side or None,
-        "pages": spec.pages,
-        "password": spec.password,
-        "prefetcher": prefetcher,
-    }
-    walk = {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
-    units = discover_sources(paths, **render, **walk, passed_over=passed_over) if paths else []
-    for item in passed_over:
-        logger.info("passed over (not an image or PDF): %s", item.path)
+    render = {**render_options(spec), "prefetcher": prefetcher}
+    units = discover_sources(paths, **render, **walk_options(spec), passed_over=passed_over) if paths else []
+    log_passed_over(passed_over)
     extra = files_to_discover(units, prompts)
     return units, discover_sources(extra, **render) if extra else []
 
@@ -230,4 +238,13 @@ def dry_run_report(run: RunPlan) -> dict[str, Any]:
     }
 
 
-__all__ = ["RunPlan", "dry_run_report", "new_run_id", "plan", "run_params"]
+__all__ = [
+    "RunPlan",
+    "dry_run_report",
+    "log_passed_over",
+    "new_run_id",
+    "plan",
+    "render_options",
+    "run_params",
+    "walk_options",
+]

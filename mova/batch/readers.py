@@ -397,6 +397,28 @@ def _as_error(exc: BaseException, stage: str) -> UnitError:
     return UnitError(stage, type(exc).__name__, str(exc) or type(exc).__name__)
 
 
+def read_inline(unit: SourceUnit, preprocess: Callable[[Image.Image], Any] | None = None) -> Prefetched:
+    """Load (and preprocess) one unit in this process, as the prefetcher's workers and threads would
+    (``workers=0``: no reader process, so no timeout); it never raises."""
+    if unit.error is not None:
+        return Prefetched(unit, error=unit.error)
+    start = time.perf_counter()
+    try:
+        decoded = decode_unit(unit)
+    except SourceError as exc:
+        return Prefetched(unit, error=exc.error)
+    image, notes, load_seconds = decoded.image, decoded.warnings, time.perf_counter() - start
+    if preprocess is None:
+        return Prefetched(unit, image, load_seconds=load_seconds, warnings=notes)
+    began = time.perf_counter()
+    try:
+        value = preprocess(image)
+    except Exception as exc:  # the processor's failure on this image, as in the prefetcher's threads
+        return Prefetched(unit, image=image, error=_as_error(exc, "preprocess"), warnings=notes)
+    seconds = time.perf_counter() - began
+    return Prefetched(unit, image, value, load_seconds=load_seconds, preprocess_seconds=seconds, warnings=notes)
+
+
 class Prefetcher:
     """Loads (in processes) and preprocesses (in threads) units ahead of their use, in order.
 
@@ -551,4 +573,5 @@ __all__ = [
     "WorkerPool",
     "WorkerTimeout",
     "default_workers",
+    "read_inline",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import EpsImagePlugin, Image, ImageFile
 
@@ -689,7 +689,7 @@ def expand_file(
     ]
 
 
-def discover_sources(
+def iter_sources(
     inputs: Iterable[str],
     *,
     dpi: int = DEFAULT_DPI,
@@ -702,21 +702,28 @@ def discover_sources(
     exclude: Sequence[str] = (),
     passed_over: list[PassedOver] | None = None,
     prefetcher=None,
-) -> list[SourceUnit]:
-    """``discover`` then ``expand_file`` for every file: all units of a run, in order.
+) -> Iterator[SourceUnit]:
+    """``discover`` then ``expand_file`` for every file, lazily: the units of some inputs, in order.
 
     Args:
         inputs, recursive, include, exclude, passed_over: see ``discover``.
         dpi, max_side, password, max_image_pixels: see ``RenderSettings``.
         pages: page selection applied to every file.
-        prefetcher: a ``mova_cli.prefetch.Prefetcher``; when given, files are expanded in its worker
-            processes (parallel, with its timeout), else in this process one after the other.
+        prefetcher: a ``readers.Prefetcher``; when given, files are expanded in its worker processes
+            (parallel, with its timeout), else in this process one after the other.
     """
     settings = RenderSettings(dpi=dpi, max_side=max_side, password=password, max_image_pixels=max_image_pixels)
     files = discover(inputs, recursive=recursive, include=include, exclude=exclude, passed_over=passed_over)
     if prefetcher is not None:
-        return list(prefetcher.expand(files, settings=settings, pages=pages))
-    return [unit for source in files for unit in expand_file(source, settings, pages)]
+        yield from prefetcher.expand(files, settings=settings, pages=pages)
+        return
+    for source in files:
+        yield from expand_file(source, settings, pages)
+
+
+def discover_sources(inputs: Iterable[str], **options: Any) -> list[SourceUnit]:
+    """All units of a run, in order: ``iter_sources`` (same arguments) as a list."""
+    return list(iter_sources(inputs, **options))
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -885,6 +892,7 @@ __all__ = [
     "expand_file",
     "error_unit",
     "identify",
+    "iter_sources",
     "kind_of_format",
     "load_unit",
     "missing_inputs",
