@@ -2,8 +2,7 @@
 
 The types: page ranges, expert lists, memory budgets (``--max-memory``), shards and GPU lists.
 
-Nothing heavy is imported here: ``mova --help`` must stay fast. The expert registry (which imports
-torch) is only imported when an ``--experts`` list is actually converted.
+Nothing heavy is imported here: ``mova --help`` must stay fast (the expert registry needs no torch).
 """
 
 import re
@@ -62,13 +61,8 @@ class ExpertsType(click.ParamType):
     name = "experts"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ExpertChoice:
-        text = str(value).strip().lower() if not isinstance(value, ExpertChoice) else ""
-        if isinstance(value, ExpertChoice) or text in ("auto", "none"):
-            return parse_expert_choice(value, ())
-        from mova.experts import EXPERTS  # the registry imports torch: only when a list is given
-
         try:
-            return parse_expert_choice(str(value), list(EXPERTS))
+            return parse_expert_choice(value if isinstance(value, ExpertChoice) else str(value))
         except UnknownExpertError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -157,18 +157,10 @@ _CONVERTERS = {
     "exclude": _strings,
     "pages": lambda v: v if v is None or isinstance(v, PageSelection) else parse_pages(str(v)),
     "shard": lambda v: v if v is None or isinstance(v, Shard) else parse_shard(str(v)),
-    "experts": lambda v: parse_expert_choice(v, _known_experts(v)),
+    "experts": parse_expert_choice,
     "fields": lambda v: v if v is None else parse_fields(v if isinstance(v, str) else ",".join(v)),
     "schema": _schema,
 }
-
-
-def _known_experts(value: Any) -> list[str]:
-    if isinstance(value, ExpertChoice) or value is None or str(value).strip().lower() in ("auto", "none"):
-        return []
-    from ..experts import EXPERTS  # the registry imports torch: only when a list is given
-
-    return list(EXPERTS)
 
 
 def _converted(name: str, value: Any) -> Any:
