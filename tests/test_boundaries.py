@@ -185,10 +185,10 @@ def test_reader_processes_load_no_onnxruntime():
     # pulled onnxruntime (and its telemetry) into every such process.
     code = (
         "import importlib, pymupdf\n"
-        "from mova.batch import readers as prefetch, sources\n"
+        "from mova.batch import decoding, readers as prefetch, sources\n"
         "for name in prefetch.DEFAULT_PRELOAD:\n    importlib.import_module(name)\n"
         "doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()\n"
-        "assert sources.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"
+        "assert decoding.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"
     )
     loaded = _loaded_after(code)
     assert "pymupdf" in loaded  # the probe works: the PDF backend was loaded

@@ -14,10 +14,11 @@ from typing import Any
 
 from PIL import Image
 
+from .discovery import iter_sources
 from .errors import UsageError
 from .planning import log_passed_over, render_options, walk_options
 from .readers import Prefetched, Prefetcher, read_inline
-from .sources import PassedOver, SourceUnit, iter_sources
+from .sources import PassedOver, SourceUnit
 from .spec import AskSpec
 
 # the options of ``mova ask`` that say which pages are read, and how

@@ -1,6 +1,6 @@
 """``plan(spec, ...) -> RunPlan``: what one batch process will do, decided before any model.
 
-Prompts (``-p``, ``--prompt-file``, ``--prompts``) times the input units (``sources``) make the jobs
+Prompts (``-p``, ``--prompt-file``, ``--prompts``) times the input units (``discovery``) make the jobs
 (``plan.build_jobs``, stable content-hash ids); this process keeps its share (``--shard``, its rank)
 and sets apart what the output already holds (resume), or drops old error records (``--retry-failed``).
 """
@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .discovery import discover_sources, passed_over_counts, read_path_list
 from .errors import NothingToDo, UsageError
 from .jobs import (
     Job,
@@ -34,7 +35,7 @@ from .parts import best_records
 from .progress import passed_over_text
 from .readers import Prefetcher
 from .settings_drift import settings_drift
-from .sources import PassedOver, SourceUnit, discover_sources, passed_over_counts, read_path_list
+from .sources import PassedOver, SourceUnit
 from .spec import STDOUT, AskSpec, check_something_to_ask, read_questions
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,12 @@ def log_passed_over(passed_over: list[PassedOver]) -> None:
 
 
 def render_options(spec: AskSpec) -> dict[str, Any]:
-    """``sources.iter_sources``' arguments for how pages are rendered (``max_side`` 0: no cap)."""
+    """``discovery.iter_sources``' arguments for how pages are rendered (``max_side`` 0: no cap)."""
     return {"dpi": spec.dpi, "max_side": spec.max_side or None, "pages": spec.pages, "password": spec.password}
 
 
 def walk_options(spec: AskSpec) -> dict[str, Any]:
-    """``sources.discover``'s arguments for how folders and globs are walked."""
+    """``discovery.discover``'s arguments for how folders and globs are walked."""
     return {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
 
 

@@ -209,7 +209,7 @@ def _check_model(name: str) -> None:
 
 def _check_inputs_exist(paths: tuple[str, ...]) -> None:
     """A PATH that names nothing is a usage error before anything (output, lock, manifest) is written."""
-    from .sources import missing_inputs  # sources imports Pillow: the spec stays light for `mova --help`
+    from .discovery import missing_inputs  # discovery imports Pillow: the spec stays light for `mova --help`
 
     missing = missing_inputs(paths)
     if missing:
