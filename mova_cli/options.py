@@ -5,6 +5,7 @@ The types: page ranges, expert lists, memory budgets (``--max-memory``), shards 
 Nothing heavy is imported here: ``mova --help`` must stay fast (the expert registry needs no torch).
 """
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from mova.answer_schema import AnswerSchema
 from mova.batch.errors import UsageError as BatchUsageError
 from mova.batch.jobs import PageSelection, Shard, parse_pages, parse_shard
 from mova.batch.records import parse_fields
@@ -24,8 +26,10 @@ from mova.constants import (
     QUANT_MODES,
     RANDOM_PRESETS,
 )
-from mova.errors import UnknownExpertError
+from mova.errors import InputError, UnknownExpertError
 from mova.routing import ExpertChoice, parse_expert_choice
+
+from .terminal import configure_logging
 
 ARGS_META_KEY = "mova.args"  # the root command keeps its raw arguments here (click context meta) for --gpus
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES, *DTYPE_ALIASES)
@@ -168,11 +172,6 @@ class SchemaType(click.ParamType):
     name = "FILE|JSON"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import json
-
-        from mova.answer_schema import AnswerSchema
-        from mova.errors import InputError
-
         if isinstance(value, AnswerSchema):
             return value
         text = str(value)
@@ -239,7 +238,6 @@ def _apply_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> 
         state.verbose += value
     else:
         state.quiet = True
-    from .terminal import configure_logging
 
     configure_logging(state.level)
 

@@ -20,7 +20,8 @@ HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "
 
 
 # The library modules the CLI may load before a command runs: torch- and Pillow-free by design (constants,
-# types, the expert registry and the inputs it describes, the batch layer's spec, records and output files).
+# types, the expert registry and the inputs it describes, the schema check, the batch layer's spec, records
+# and output files).
 DESCRIPTIONS = {
     "mova.config",
     "mova.experts",
@@ -30,7 +31,15 @@ DESCRIPTIONS = {
     "mova.layers",
     "mova.layers.vitdet_config",
 }
-TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.requests", "mova.routing", *DESCRIPTIONS} | {
+TORCH_FREE = {
+    "mova",
+    "mova.answer_schema",
+    "mova.constants",
+    "mova.errors",
+    "mova.requests",
+    "mova.routing",
+    *DESCRIPTIONS,
+} | {
     f"mova.batch{suffix}"
     for suffix in [
         "",
@@ -39,11 +48,13 @@ TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.requests", "mova.ro
         ".file_names",
         ".jobs",
         ".jsonl",
+        ".lock",
         ".outcome",
         ".output_checks",
         ".parts",
         ".progress",
         ".records",
+        ".repair",
         ".signals",
         ".spec",
     ]

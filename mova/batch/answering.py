@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import mova  # by module: mova.load_model is the seam tests replace (its names load on first use)
+
 from ..constants import hub_offline
 from ..requests import GenerationConfig, Request, Result
 from .jobs import Job, RunParams
@@ -113,8 +115,6 @@ def open_model(settings: ModelSettings) -> ModelSession:
     Raises:
         mova.errors.MoVAError: the model cannot be found or loaded (exit code 3).
     """
-    import mova  # torch and transformers: only when a model is needed (mova.load_model is the seam tests replace)
-
     dtype = effective_dtype(settings.device, settings.dtype)
     loaded = mova.load_model(
         settings.spec,

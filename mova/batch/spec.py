@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..answer_schema import AnswerSchema
 from ..constants import (
     DEFAULT_DPI,
     DEFAULT_MAX_SIDE,
@@ -143,8 +144,6 @@ def _strings(value: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _schema(value: Any) -> Any:
-    from ..answer_schema import AnswerSchema  # llguidance: only when a schema is given
-
     if value is None or isinstance(value, AnswerSchema):
         return value
     return AnswerSchema.from_value(value)
@@ -256,7 +255,7 @@ def _check_placement(spec: AskSpec, world: World) -> AskSpec:
             "group of GPUs instead (CUDA_VISIBLE_DEVICES=0,1 mova ask --device-map auto --shard 1/2 ...)"
         )
     if spec.device in ("auto", "cuda"):
-        import torch
+        import torch  # a launched rank picks its GPU; the spec itself loads without torch (`mova --help`)
 
         if torch.cuda.is_available():
             spec = replace(spec, device=f"cuda:{world.local_rank}")

@@ -5,15 +5,15 @@ from typing import Any
 
 import click
 
+from mova.experts import EXPERTS
+from mova.routing import LETTERS
+
 from ..options import verbosity_options
 
 
 def expert_rows() -> list[dict[str, Any]]:
     """One row per registered expert, in router-letter order (the registry's order)."""
     import torch
-
-    from mova.experts import EXPERTS
-    from mova.routing import LETTERS
 
     rows = []
     for letter, (name, spec) in zip(LETTERS, EXPERTS.items(), strict=False):
