@@ -1,11 +1,13 @@
 """Input pipeline benchmark: render + preprocess throughput, and host memory over a long run.
 
-Generates PDFs (text, vector shapes and one embedded photo per page) in a temporary folder, then:
+Generates PDFs (text, vector shapes and one embedded photo per page) in a temporary folder, then, through
+the batch layer's public input API (``mova.batch.read_pages`` / ``find_pages``):
 
-1. throughput (pages/s) of ``Prefetcher`` with 1 worker and with the default worker count, plus a
-   thread-pool baseline (load and preprocess in threads of one process) for comparison;
-2. resident memory (this process, and this process plus its workers) sampled while 2,000 pages stream
-   through the default prefetcher, with the growth after warm-up.
+1. throughput (pages/s) of ``read_pages`` with 1 reader process and with the default count, counted
+   after the first ``workers`` pages (the readers' start-up: spawning, importing pymupdf), plus a
+   thread-pool baseline (``unit.load()`` and preprocess in threads of one process) for comparison;
+2. resident memory (this process, and this process plus its readers) sampled while 2,000 pages stream
+   through ``read_pages`` with the default reader count, with the growth after warm-up.
 
 Each page is rendered at 200 dpi capped at 1024 px and preprocessed into all four reference tensors
 (CLIP 672, DINOv2 672, the 1024-px input and 2025 Pix2Struct patches), the most a page can need.
@@ -28,11 +30,10 @@ import psutil
 import pymupdf
 from PIL import Image
 
-from mova.batch.readers import Prefetcher, default_workers
-from mova.batch.sources import discover_sources, load_unit
+import mova.batch
 
-# NOTE: torch and mova are imported inside functions: spawned workers re-import this script, and the
-# benchmark should measure workers as light as the CLI's (whose entry point imports neither).
+# NOTE: torch and the model library are imported inside functions: spawned readers re-import this script,
+# and the benchmark should measure readers as light as the CLI's (``import mova.batch`` loads neither).
 
 
 def make_corpus(folder: Path, pages: int, *, pages_per_pdf: int = 100) -> None:
@@ -74,23 +75,24 @@ def preprocess_all(image: Image.Image) -> dict:
     }
 
 
-def prefetcher_rate(units: list, workers: int, repeats: int) -> float:
-    """Best pages/s of ``repeats`` passes (the best filters out other load on a shared machine)."""
+def reader_rate(folder: Path, workers: int, repeats: int) -> float:
+    """Best pages/s of ``repeats`` passes of ``read_pages`` (the best filters out other load on a shared
+    machine), each counted from the ``workers``-th page on: before it, the readers start."""
     rates = []
-    with Prefetcher(workers=workers, timeout=120) as prefetcher:
-        # start the workers (they import pymupdf) before the clock starts
-        for _ in prefetcher.map(units[:workers], preprocess=preprocess_all):
-            pass
-        for _ in range(repeats):
-            start = time.perf_counter()
-            failed = sum(result.error is not None for result in prefetcher.map(units, preprocess=preprocess_all))
-            rates.append(len(units) / (time.perf_counter() - start))
-            assert failed == 0, f"{failed} pages failed"
+    for _ in range(repeats):
+        done = 0
+        for page in mova.batch.read_pages(folder, workers=workers, preprocess=preprocess_all):
+            assert page.error is None, page.error
+            done += 1
+            if done == workers:
+                start = time.perf_counter()
+        assert done > workers, f"{done} pages: time more than the {workers} start-up pages"
+        rates.append((done - workers) / (time.perf_counter() - start))
     return max(rates)
 
 
 def _load_and_preprocess(unit):
-    return preprocess_all(load_unit(unit))
+    return preprocess_all(unit.load())
 
 
 def threads_rate(units: list, workers: int, repeats: int) -> float:
@@ -116,16 +118,17 @@ def _rss_mb(process: psutil.Process, *, children: bool) -> float:
     return total / 2**20
 
 
-def memory_run(units: list, workers: int, *, warmup: int, every: int) -> list[tuple[int, float, float]]:
-    """(pages done, RSS of this process, RSS with workers) every ``every`` pages."""
+def memory_run(folder: Path, workers: int, *, pages: int, warmup: int, every: int) -> list[tuple[int, float, float]]:
+    """(pages done, RSS of this process, RSS with readers) every ``every`` of the folder's ``pages``."""
     me = psutil.Process()
     samples = []
-    with Prefetcher(workers=workers, timeout=120) as prefetcher:
-        for done, result in enumerate(prefetcher.map(units, preprocess=preprocess_all), start=1):
-            assert result.error is None, result.error
-            del result
-            if done == warmup or (done > warmup and done % every == 0) or done == len(units):
-                samples.append((done, _rss_mb(me, children=False), _rss_mb(me, children=True)))
+    done = 0
+    for page in mova.batch.read_pages(folder, workers=workers, preprocess=preprocess_all):
+        assert page.error is None, page.error
+        del page
+        done += 1
+        if done == warmup or (done > warmup and done % every == 0) or done == pages:
+            samples.append((done, _rss_mb(me, children=False), _rss_mb(me, children=True)))
     return samples
 
 
@@ -133,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=2000, help="pages streamed for the memory figure")
     parser.add_argument("--throughput-pages", type=int, default=240, help="pages timed per throughput figure")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="the 'default' worker count")
+    parser.add_argument("--workers", type=int, default=mova.batch.default_workers(), help="the default reader count")
     parser.add_argument("--warmup", type=int, default=200, help="pages before the memory baseline")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per throughput figure (best kept)")
     args = parser.parse_args()
@@ -142,34 +145,38 @@ def main() -> None:
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
     print(f"cpus: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, default workers: {args.workers}")
     with tempfile.TemporaryDirectory() as folder:
+        corpus, timed = Path(folder, "corpus"), Path(folder, "timed")
+        corpus.mkdir()
+        timed.mkdir()
         start = time.perf_counter()
-        make_corpus(Path(folder), args.pages)
+        make_corpus(corpus, args.pages)
         written = time.perf_counter()
-        units = discover_sources([folder])
+        units = mova.batch.find_pages(corpus, workers=args.workers)
         print(
-            f"corpus: {len(units)} pages in {len(list(Path(folder).glob('*.pdf')))} PDFs, written in "
-            f"{written - start:.1f} s, discovered in {time.perf_counter() - written:.1f} s; "
+            f"corpus: {len(units)} pages in {len(list(corpus.glob('*.pdf')))} PDFs, written in "
+            f"{written - start:.1f} s, found in {time.perf_counter() - written:.1f} s; "
             f"rendered page size {units[0].load().size}"
         )
 
-        timed = units[: args.throughput_pages]
-        one = prefetcher_rate(timed, 1, args.repeats)
-        print(f"throughput, 1 worker process:       {one:6.2f} pages/s")
-        many = prefetcher_rate(timed, args.workers, args.repeats)
-        print(f"throughput, {args.workers} worker processes:     {many:6.2f} pages/s  (x{many / one:.2f})")
-        threads = threads_rate(timed, args.workers, args.repeats)
+        make_corpus(timed, args.throughput_pages)
+        one = reader_rate(timed, 1, args.repeats)
+        print(f"throughput, 1 reader process:       {one:6.2f} pages/s")
+        many = reader_rate(timed, args.workers, args.repeats)
+        print(f"throughput, {args.workers} reader processes:     {many:6.2f} pages/s  (x{many / one:.2f})")
+        threads = threads_rate(units[: args.throughput_pages], args.workers, args.repeats)
         print(f"baseline, {args.workers} threads in one process: {threads:6.2f} pages/s")
 
-        samples = memory_run(units, args.workers, warmup=args.warmup, every=max(1, args.pages // 10))
+        every = max(1, args.pages // 10)
+        samples = memory_run(corpus, args.workers, pages=len(units), warmup=args.warmup, every=every)
         base_self, base_all = samples[0][1], samples[0][2]
-        print(f"memory over {len(units)} pages ({args.workers} workers), RSS in MiB (this process / with workers):")
+        print(f"memory over {len(units)} pages ({args.workers} readers), RSS in MiB (this process / with readers):")
         for done, own, total in samples:
             print(f"  after {done:5d} pages: {own:8.1f} / {total:8.1f}")
         growth_self = max(s[1] for s in samples) / base_self - 1
         growth_all = max(s[2] for s in samples) / base_all - 1
         print(
             f"growth after warm-up ({args.warmup} pages): this process {growth_self:+.1%}, "
-            f"with workers {growth_all:+.1%} (max over samples vs first sample)"
+            f"with readers {growth_all:+.1%} (max over samples vs first sample)"
         )
 
 

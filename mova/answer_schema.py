@@ -120,7 +120,7 @@ def _int(text: str) -> int:
 
 @lru_cache(maxsize=256)
 def _grammar(text: str) -> str:
-    from llguidance import LLMatcher
+    from llguidance import LLMatcher  # a native library: loaded when a schema is first compiled
 
     try:
         grammar = LLMatcher.grammar_from_json_schema(close_objects(json.loads(text)), defaults=JSON_OPTIONS)

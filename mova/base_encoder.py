@@ -9,13 +9,10 @@ are run, but every layer's parameters are kept so the checkpoint loads strictly.
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from .constants import CLIP_MEAN, CLIP_STD
 from .errors import ConfigError, InputError
-from .image_ops import clip_style_transform
 from .layers.hf_attention import NATIVE_SOFTMAX
 
 
@@ -77,18 +74,6 @@ class ClipBaseEncoder(nn.Module):
         """Recreate the non-persistent ``position_ids`` buffer (left on meta by a meta-device build)."""
         embeddings = self.vision_model.embeddings
         embeddings.position_ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
-
-    @staticmethod
-    def preprocess(image: Image.Image, config: dict[str, Any], *, pad_to_square: bool = True) -> torch.Tensor:
-        """One image -> (3, S, S) float32, the upstream CLIP processor with MoVA's size override (spec 3.1).
-
-        Args:
-            image: any PIL image (converted to RGB).
-            config: ``MoVAConfig.base_encoder``; ``image_size`` is the shortest edge and the crop.
-            pad_to_square: upstream ``image_aspect_ratio == "pad"``: pad with the mean colour first.
-        """
-        size = config["image_size"]
-        return clip_style_transform(image, size=size, mean=CLIP_MEAN, std=CLIP_STD, pad_to_square=pad_to_square)
 
 
 __all__ = ["ClipBaseEncoder"]

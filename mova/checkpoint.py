@@ -34,12 +34,12 @@ def released_key_mapper(config: MoVAConfig) -> KeyMapper:
     """The ordered released -> ours rename table (most specific prefixes first, catch-all last)."""
     rules = [KeyRule("model.vision_tower.vision_tower_0.", "base_encoder.")]
     for name in config.enabled_experts:
-        cls = EXPERTS[name]
-        if cls.legacy_index is None:
+        spec = EXPERTS[name]
+        if spec.checkpoint_prefix is None:
             continue  # an expert the release never had keeps our names
         prefix = f"experts.{name}."
-        rules.append(KeyRule(f"model.vision_tower.vision_tower_{cls.legacy_index}.", prefix))
-        rules.extend(rule.scoped(prefix) for rule in cls.KEY_RULES)
+        rules.append(KeyRule(spec.checkpoint_prefix, prefix))
+        rules.extend(rule.scoped(prefix) for rule in spec.network_class().KEY_RULES)
     rules += [
         KeyRule("model.mm_projector.", "adapter."),
         KeyRule("lm_head.", "language_model.lm_head."),

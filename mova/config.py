@@ -182,9 +182,9 @@ _BERT_LARGE = {
 }
 
 
-# Source: the release's mm_vision_tower list (vision_tower_1 .. vision_tower_7), router letters A..G. The
-# presets name their experts here, so registering an 8th expert leaves the released model as it is.
-RELEASED_EXPERTS = ("dinov2", "vary_sam_b", "codetr", "pix2struct", "deplot", "biomedclip", "sam_h")
+# The release's mm_vision_tower list (vision_tower_1 .. vision_tower_7), router letters A..G: the experts with
+# a legacy index. The presets enable these, so registering an 8th expert leaves the released model as it is.
+RELEASED_EXPERTS = tuple(name for name, spec in EXPERTS.items() if spec.released)
 
 
 def expert_configs(names: Sequence[str], *, tiny: bool = False) -> dict[str, dict[str, Any]]:
@@ -192,7 +192,7 @@ def expert_configs(names: Sequence[str], *, tiny: bool = False) -> dict[str, dic
     for name in names:
         get_expert(name)
     ordered = [name for name in EXPERTS if name in names]
-    return {name: (EXPERTS[name].tiny_config() if tiny else EXPERTS[name].config_class()).to_dict() for name in ordered}
+    return {name: (EXPERTS[name].tiny_config if tiny else EXPERTS[name].config_class()).to_dict() for name in ordered}
 
 
 def _mova_8b() -> MoVAConfig:

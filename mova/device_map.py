@@ -53,7 +53,7 @@ def plan_device_map(
         strategy: ``auto``/``balanced`` spread blocks evenly over the GPUs; ``sequential`` fills GPU 0 first.
         max_memory: e.g. ``{0: "20GiB", 1: "20GiB", "cpu": "64GiB"}``; what does not fit goes to disk.
     """
-    from accelerate import infer_auto_device_map
+    from accelerate import infer_auto_device_map  # accelerate takes long to load: only when a model is split
     from accelerate.utils import get_balanced_memory
 
     if strategy not in DEVICE_MAP_STRATEGIES:

@@ -25,6 +25,7 @@ from .pretrained import LoadedModel
 from .requests import ErrorInfo, GenerationConfig, Request, Result
 from .routing import RoutingDecision, force_routing, parse_routing_answer
 from .sampling import row_seed
+from .schema_mask import SchemaTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -418,8 +419,6 @@ class Engine:
         self.stats.answer_items += len(items)
 
     def _schema_mask(self, schemas: list[AnswerSchema | None]) -> Any:
-        from .schema_mask import SchemaTokenizer
-
         if self._schema_tokenizer is None:
             self._schema_tokenizer = SchemaTokenizer(
                 self.processor.tokenizer,

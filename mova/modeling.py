@@ -25,7 +25,7 @@ class MoVAModel(nn.Module):
         self.config = config
         self.base_encoder = ClipBaseEncoder(config.base_encoder)
         self.experts = nn.ModuleDict(
-            {name: get_expert(name)(config.expert_config(name)) for name in config.enabled_experts}
+            {name: get_expert(name).network_class()(config.expert_config(name)) for name in config.enabled_experts}
         )
         self.adapter = MoVAdapter(
             config.adapter,

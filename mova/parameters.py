@@ -5,12 +5,11 @@ import torch
 from .checkpoint import released_key_mapper
 from .config import MoVAConfig
 from .errors import ConfigError
+from .modeling import MoVAModel
 
 
 def build_on_meta(config: MoVAConfig):
     """A MoVAModel whose tensors live on the meta device (no memory, no initialisation cost)."""
-    from .modeling import MoVAModel
-
     with torch.device("meta"):
         return MoVAModel(config)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from .checkpoint import load_state, save_state
 from .config import MoVAConfig
@@ -16,6 +18,7 @@ from .layers.rope import VisionRotaryEmbedding
 from .model_names import closest_model, hub_cache_dir
 from .modeling import MoVAModel
 from .processing import MoVAProcessor
+from .quantization import quantize_model
 from .released_config import read_config
 from .routing_bias import add_routing_bias
 from .tokenization import (
@@ -198,8 +201,6 @@ def resolve_checkpoint(
         return local, None
     if not is_hub_id(spec):
         raise CheckpointError(f"model {spec!r} is not a directory and not a hub id of the form 'owner/name'")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     offline = hub_offline()
     try:
@@ -345,7 +346,6 @@ def _placed(model: MoVAModel, device, dtype: torch.dtype, quantize: str | None) 
     model then stays on the CPU: the device never holds more than one full-precision layer)."""
     if quantize is None:
         return _finish(model, device=device, dtype=dtype)
-    from .quantization import quantize_model
 
     model = _finish(model, device="cpu", dtype=dtype)
     quantize_model(model, quantize, device=device, dtype=dtype)

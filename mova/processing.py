@@ -1,7 +1,8 @@
 """MoVAProcessor: pages and questions -> the tensors and token ids the model takes.
 
 Each preprocess key (``clip`` for the base encoder, one per distinct expert input) is computed at
-most once per image, and only for the experts that will run.
+most once per image, and only for the experts that will run. The inputs come from the configs, as data
+(``mova.image_inputs``): no encoder's code is loaded here.
 """
 
 from collections.abc import Callable, Iterable, Sequence
@@ -15,15 +16,10 @@ from .constants import IMAGE_TOKEN_INDEX
 from .conversation import build_prompt
 from .errors import InputError
 from .experts import BASE_PREPROCESS_KEY, get_expert
+from .image_inputs import base_input
 from .image_ops import to_rgb
 from .routing import build_routing_question
 from .tokenization import bert_text, decode_generated, tokenize_with_image
-
-
-def _base_preprocess(image: Image.Image, config: MoVAConfig) -> torch.Tensor:
-    from .base_encoder import ClipBaseEncoder
-
-    return ClipBaseEncoder.preprocess(image, config.base_encoder, pad_to_square=config.image_aspect_ratio == "pad")
 
 
 class MoVAProcessor:
@@ -35,16 +31,14 @@ class MoVAProcessor:
         self.text_tokenizer = text_tokenizer
         pad = config.image_aspect_ratio == "pad"
         self._preprocessors: dict[str, Callable[[Image.Image], torch.Tensor]] = {
-            BASE_PREPROCESS_KEY: partial(_base_preprocess, config=config)
+            BASE_PREPROCESS_KEY: partial(base_input(config.base_encoder), pad_to_square=pad)
         }
         self.expert_keys: dict[str, str] = {}
         for name in config.enabled_experts:
-            cls = get_expert(name)
-            self.expert_keys[name] = cls.preprocess_key
-            if cls.preprocess_key not in self._preprocessors:
-                self._preprocessors[cls.preprocess_key] = partial(
-                    cls.preprocess, config=config.expert_config(name), pad_to_square=pad
-                )
+            key = get_expert(name).preprocess_key
+            self.expert_keys[name] = key
+            if key not in self._preprocessors:  # the first expert of a key makes the shared tensor
+                self._preprocessors[key] = partial(config.expert_config(name).image_input(), pad_to_square=pad)
         eos = tokenizer.convert_tokens_to_ids(config.eos_token)
         if eos is None or eos == tokenizer.unk_token_id:
             raise InputError(f"tokenizer has no {config.eos_token!r} token")

@@ -48,7 +48,7 @@ def _released_experts(values: dict[str, Any], base: MoVAConfig) -> dict[str, dic
     towers = values.get("mm_vision_tower")
     if not isinstance(towers, list):
         return dict(base.experts)
-    by_index = {cls.legacy_index: name for name, cls in EXPERTS.items() if cls.legacy_index is not None}
+    by_index = {spec.legacy_index: name for name, spec in EXPERTS.items() if spec.released}
     unknown = [index for index in range(1, len(towers)) if index not in by_index]
     if unknown:
         raise ConfigError(f"mm_vision_tower has {len(towers)} entries; no expert has legacy index {unknown[0]}")
@@ -109,7 +109,7 @@ def config_from_released(values: dict[str, Any]) -> MoVAConfig:
 def expert_channels(config: MoVAConfig) -> list[int]:
     """Output widths of the enabled experts, read off a meta-device build (no memory used)."""
     with torch.device("meta"):
-        return [EXPERTS[n](config.expert_config(n)).out_channels for n in config.enabled_experts]
+        return [EXPERTS[n].network_class()(config.expert_config(n)).out_channels for n in config.enabled_experts]
 
 
 def released_config(config: MoVAConfig, *, text_encoder_tokenizer: str = "bert-large-uncased") -> dict[str, Any]:

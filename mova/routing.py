@@ -3,14 +3,14 @@
 This corresponds to ``ROUTING_PROMPT`` in upstream MoVA's ``mova/constants.py`` and to the mask parsing
 in its ``mova/eval/model_vqa_loader.py``. The prompt lists the enabled experts with letters A, B, ...
 in registry order, each with its ``routing_description``; for the 7 released experts it equals the
-upstream string byte for byte. Pure string functions: the expert registry (which imports torch) is
-only imported when an expert list has to be resolved.
+upstream string byte for byte. Pure string functions over the expert registry (which needs no torch).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError, UnknownExpertError
+from .experts import EXPERTS
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -45,8 +45,6 @@ class RoutingDecision:
 
 def _resolve(experts: Sequence[str]) -> list[str]:
     """The enabled experts validated and put in registry order (the order that fixes their letters)."""
-    from .experts import EXPERTS  # imported here: the registry pulls in torch
-
     unknown = [name for name in experts if name not in EXPERTS]
     if unknown:
         raise UnknownExpertError(f"unknown expert {unknown[0]!r}; known: {', '.join(EXPERTS)}")
@@ -79,8 +77,6 @@ def build_routing_prompt(experts: Sequence[str]) -> str:
         UnknownExpertError: a name is not in the registry.
         ConfigError: duplicate names, or more experts than letters.
     """
-    from .experts import EXPERTS
-
     return format_routing_prompt([EXPERTS[name].routing_description for name in _resolve(experts)])
 
 
@@ -191,12 +187,11 @@ def lettered(names: Sequence[str]) -> str:
     return ", ".join(f"{letter}={name}" for letter, name in zip(LETTERS, names, strict=False))
 
 
-def parse_expert_choice(value: "str | Sequence[str] | ExpertChoice | None", known: Sequence[str]) -> ExpertChoice:
+def parse_expert_choice(value: "str | Sequence[str] | ExpertChoice | None") -> ExpertChoice:
     """``auto`` (or None), ``none``, or expert names / router letters (``"A,dinov2"`` or a sequence).
 
     Args:
-        value: what the user wrote.
-        known: the registry's expert names, in router-letter order.
+        value: what the user wrote; names are the registry's, letters the loaded model's.
 
     Raises:
         UnknownExpertError: a name that is not an expert, or an empty list.
@@ -211,6 +206,7 @@ def parse_expert_choice(value: "str | Sequence[str] | ExpertChoice | None", know
         return ExpertChoice(None)
     if text == "none":
         return ExpertChoice(())
+    known = list(EXPERTS)
     chosen: list[str] = []
     for item in (str(part).strip() for part in items):
         if not item:

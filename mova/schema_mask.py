@@ -28,7 +28,7 @@ class SchemaTokenizer:
     """
 
     def __init__(self, tokenizer, *, eos_token_id: int, vocab_size: int) -> None:
-        import llguidance
+        import llguidance  # a native library: loaded when an answer first has a schema
         import llguidance.hf
 
         self.eos_token_id = eos_token_id

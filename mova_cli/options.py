@@ -2,10 +2,10 @@
 
 The types: page ranges, expert lists, memory budgets (``--max-memory``), shards and GPU lists.
 
-Nothing heavy is imported here: ``mova --help`` must stay fast. The expert registry (which imports
-torch) is only imported when an ``--experts`` list is actually converted.
+Nothing heavy is imported here: ``mova --help`` must stay fast (the expert registry needs no torch).
 """
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mova.answer_schema import AnswerSchema
 from mova.batch.errors import UsageError as BatchUsageError
 from mova.batch.jobs import PageSelection, Shard, parse_pages, parse_shard
 from mova.batch.records import parse_fields
@@ -26,8 +27,10 @@ from mova.constants import (
     QUANT_MODES,
     RANDOM_PRESETS,
 )
-from mova.errors import UnknownExpertError
+from mova.errors import InputError, UnknownExpertError
 from mova.routing import ExpertChoice, parse_expert_choice
+
+from .terminal import configure_logging
 
 ARGS_META_KEY = "mova.args"  # the root command keeps its raw arguments here (click context meta) for --gpus
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES, *DTYPE_ALIASES)
@@ -63,13 +66,8 @@ class ExpertsType(click.ParamType):
     name = "experts"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ExpertChoice:
-        text = str(value).strip().lower() if not isinstance(value, ExpertChoice) else ""
-        if isinstance(value, ExpertChoice) or text in ("auto", "none"):
-            return parse_expert_choice(value, ())
-        from mova.experts import EXPERTS  # the registry imports torch: only when a list is given
-
         try:
-            return parse_expert_choice(str(value), list(EXPERTS))
+            return parse_expert_choice(value if isinstance(value, ExpertChoice) else str(value))
         except UnknownExpertError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -175,11 +173,6 @@ class SchemaType(click.ParamType):
     name = "FILE|JSON"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import json
-
-        from mova.answer_schema import AnswerSchema
-        from mova.errors import InputError
-
         if isinstance(value, AnswerSchema):
             return value
         text = str(value)
@@ -246,7 +239,6 @@ def _apply_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> 
         state.verbose += value
     else:
         state.quiet = True
-    from .terminal import configure_logging
 
     configure_logging(state.level)
 

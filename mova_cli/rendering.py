@@ -26,7 +26,7 @@ import orjson
 
 from mova.batch import jsonl
 from mova.batch.parts import best_records
-from mova.batch.records import RECORD_FIELDS, SCHEMA
+from mova.batch.records import SCHEMA, UnknownField, parse_field_names
 
 FORMATS = ("csv", "md", "json", "text")
 ERROR_PREFIX = "ERROR "
@@ -115,19 +115,14 @@ def parse_columns(text: str) -> tuple[str, ...]:
     Raises:
         ValueError: a name that is neither.
     """
-
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    try:
+        names = parse_field_names(text, below=True, also=COLUMNS)  # a column reads values at any depth
+    except UnknownField as exc:
+        raise ValueError(
+            f"no column {exc.name!r}: use {', '.join(COLUMNS)} or a record field such as source.path or experts.chosen"
+        ) from None
     if not names:
         raise ValueError("--columns needs at least one name")
-    for name in names:
-        top, _, sub = name.partition(".")
-        keys = RECORD_FIELDS.get(top)
-        # a plain value (answer_json) may be an object: any path below it is taken as it comes
-        known = name in COLUMNS or (keys is not None and (not sub or not keys or sub.partition(".")[0] in keys))
-        if not known:
-            raise ValueError(
-                f"no column {name!r}: use {', '.join(COLUMNS)} or a record field such as source.path or experts.chosen"
-            )
     return names
 
 

@@ -11,6 +11,7 @@ from mova.base_encoder import ClipBaseEncoder
 from mova.config import MoVAConfig
 from mova.constants import CLIP_MEAN, CLIP_STD
 from mova.errors import ConfigError, InputError
+from mova.image_inputs import base_input
 
 PREFIX = "model.vision_tower.vision_tower_0."
 TINY = {
@@ -123,7 +124,7 @@ def _hf_clip_processor(size: int) -> CLIPImageProcessorPil:
 def test_preprocess_pads_with_the_clip_mean_colour_then_matches_hf(size):
     rng = np.random.default_rng(sum(size))
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    got = ClipBaseEncoder.preprocess(image, TINY)
+    got = base_input(TINY)(image)
     assert got.shape == (3, 64, 64) and got.dtype == torch.float32
     # independent padding: the spec's colour (122, 116, 104), original centred
     side = max(size)
@@ -135,6 +136,6 @@ def test_preprocess_pads_with_the_clip_mean_colour_then_matches_hf(size):
 
 def test_preprocess_without_padding_centre_crops():
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 90, 3), dtype=np.uint8))
-    got = ClipBaseEncoder.preprocess(image, TINY, pad_to_square=False)
+    got = base_input(TINY)(image, pad_to_square=False)
     expected = _hf_clip_processor(64)(image, return_tensors="pt")["pixel_values"][0]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -20,8 +20,27 @@ HEAVY = ["torch", "transformers", "accelerate", "safetensors", "PIL", "numpy", "
 
 
 # The library modules the CLI may load before a command runs: torch- and Pillow-free by design (constants,
-# types, model names, the batch layer's spec, records and output files).
-TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.model_names", "mova.requests", "mova.routing"} | {
+# types, model names, the expert registry and the inputs it describes, the schema check, the batch layer's
+# spec, records and output files).
+DESCRIPTIONS = {
+    "mova.config",
+    "mova.experts",
+    "mova.experts.registry",
+    "mova.experts.spec",
+    "mova.image_inputs",
+    "mova.layers",
+    "mova.layers.vitdet_config",
+}
+TORCH_FREE = {
+    "mova",
+    "mova.answer_schema",
+    "mova.constants",
+    "mova.errors",
+    "mova.model_names",
+    "mova.requests",
+    "mova.routing",
+    *DESCRIPTIONS,
+} | {
     f"mova.batch{suffix}"
     for suffix in [
         "",
@@ -30,11 +49,13 @@ TORCH_FREE = {"mova", "mova.constants", "mova.errors", "mova.model_names", "mova
         ".file_names",
         ".jobs",
         ".jsonl",
+        ".lock",
         ".outcome",
         ".output_checks",
         ".parts",
         ".progress",
         ".records",
+        ".repair",
         ".signals",
         ".spec",
     ]
@@ -131,15 +152,55 @@ def test_help_runs_without_torch(args):
     assert library <= TORCH_FREE, sorted(library - TORCH_FREE)
 
 
+def test_the_expert_registry_and_the_configs_load_no_torch():
+    # Names, letters, descriptions, configs and inputs of every expert: what routing, the presets and
+    # ``--experts`` read, without building anything.
+    code = (
+        "from mova.config import MoVAConfig\nfrom mova.experts import EXPERTS\n"
+        "from mova.routing import build_routing_prompt\n"
+        "config = MoVAConfig.from_name('tiny-random')\n"
+        "inputs = [config.expert_config(name).image_input() for name in config.enabled_experts]\n"
+        "assert build_routing_prompt(list(EXPERTS)) and len(inputs) == len(EXPERTS)\n"
+    )
+    modules = _modules_after(code)
+    loaded = {name.split(".")[0] for name in modules}
+    assert "mova" in loaded
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+    library = {name for name in modules if name.split(".")[0] == "mova"}
+    assert library <= TORCH_FREE, sorted(library - TORCH_FREE)
+
+
+def test_the_processor_loads_no_model_code():
+    # The processor needs torch for its tensors and transformers for its tokenizers, but no encoder's code:
+    # every expert's input comes from its registry entry, the base encoder's from mova.image_inputs.
+    from mova.experts import EXPERTS
+
+    networks = {spec.network.rpartition(".")[0] for spec in EXPERTS.values()}
+    model_code = {"mova.base_encoder", "mova.modeling", "mova.adapter", "mova.language_model", "mova.experts.base"}
+    code = (
+        "from PIL import Image\nfrom mova.config import MoVAConfig\nfrom mova.processing import MoVAProcessor\n"
+        "from mova.tokenization import build_tiny_bert_tokenizer, build_tiny_llama_tokenizer\n"
+        "config = MoVAConfig.from_name('tiny-random')\n"
+        "processor = MoVAProcessor(config, build_tiny_llama_tokenizer(), build_tiny_bert_tokenizer())\n"
+        "keys = ['clip', *processor.expert_keys.values()]\n"
+        "inputs = processor.preprocess(Image.new('RGB', (50, 30), 'red'), keys)\n"
+        "assert set(inputs) == set(keys) and len(set(keys)) == 4\n"
+    )
+    modules = _modules_after(code)
+    assert "torch" in modules and "mova.processing" in modules  # the probe works: tensors were made
+    loaded = {name for name in modules if name in model_code | networks or name.startswith("mova.layers.")}
+    assert loaded <= {"mova.layers.vitdet_config"}, sorted(loaded)
+
+
 def test_reader_processes_load_no_onnxruntime():
     # What a reader worker imports before its first page, then a page identified and rendered: pymupdf 2.x
     # pulled onnxruntime (and its telemetry) into every such process.
     code = (
         "import importlib, pymupdf\n"
-        "from mova.batch import readers as prefetch, sources\n"
+        "from mova.batch import decoding, readers as prefetch, sources\n"
         "for name in prefetch.DEFAULT_PRELOAD:\n    importlib.import_module(name)\n"
         "doc = pymupdf.open(); doc.new_page(); data = doc.tobytes()\n"
-        "assert sources.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"
+        "assert decoding.render_pdf_page(data, 1, sources.RenderSettings()).size[0] > 0\n"
     )
     loaded = _loaded_after(code)
     assert "pymupdf" in loaded  # the probe works: the PDF backend was loaded

@@ -3,6 +3,7 @@
 import pytest
 
 import mova.experts
+import mova.routing
 from mova.config import MoVAConfig
 from mova.errors import ConfigError, UnknownExpertError
 from mova.processing import MoVAProcessor
@@ -53,7 +54,7 @@ LETTER_OF = dict(zip(RELEASED, "ABCDEFG", strict=True))
 
 def _fake_registry(monkeypatch, names):
     registry = {name: type(name, (), {"routing_description": f"Expert {name}."}) for name in names}
-    monkeypatch.setattr(mova.experts, "EXPERTS", registry)
+    monkeypatch.setattr(mova.routing, "EXPERTS", registry)
 
 
 def test_formatter_reproduces_upstream_prompt_from_the_seven_sentences():

@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import mova  # by module: mova.load_model is the seam tests replace (its names load on first use)
+
 from ..constants import hub_offline
 from ..requests import GenerationConfig, Request, Result
 from .jobs import Job, RunParams
@@ -26,7 +27,7 @@ from .jsonl import JsonlWriter
 from .model_identity import effective_dtype, model_identity
 from .planning import RunPlan
 from .progress import RunObserver, Summary
-from .readers import Prefetched, Prefetcher
+from .readers import Prefetched, Prefetcher, read_inline
 from .records import (
     ModelInfo,
     RecordContext,
@@ -35,7 +36,7 @@ from .records import (
     record_from_result,
     select_fields,
 )
-from .sources import SourceError, SourceUnit, decode_unit
+from .sources import SourceUnit
 from .spec import AskSpec, check_forced_experts
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ def open_model(settings: ModelSettings) -> ModelSession:
     Raises:
         mova.errors.MoVAError: the model cannot be found or loaded (exit code 3).
     """
-    import mova  # torch and transformers: only when a model is needed (mova.load_model is the seam tests replace)
-
     dtype = effective_dtype(settings.device, settings.dtype)
     loaded = mova.load_model(
         settings.spec,
@@ -194,18 +193,6 @@ def has_readable_page(run: RunPlan) -> bool:
     return any(job.problem is None and job.unit.error is None for job in run.todo.jobs)
 
 
-def load_inline(unit: SourceUnit) -> Prefetched:
-    """Load a unit in this process (``--workers 0``, a Ray decoding task), as the prefetcher would."""
-    if unit.error is not None:
-        return Prefetched(unit, error=unit.error)
-    start = time.perf_counter()
-    try:
-        decoded = decode_unit(unit)
-    except SourceError as exc:
-        return Prefetched(unit, error=exc.error)
-    return Prefetched(unit, decoded.image, load_seconds=time.perf_counter() - start, warnings=decoded.warnings)
-
-
 def unit_groups(jobs: Iterable[Job]) -> list[tuple[SourceUnit, list[Job]]]:
     """Consecutive jobs on the same unit, grouped (plans are unit-major); bad prompt lines left out."""
     groups: list[tuple[SourceUnit, list[Job]]] = []
@@ -268,7 +255,7 @@ def answer_jobs(
     preprocess = session.preprocess if session is not None else None
     if preprocess is not None and forced:  # known before routing: their inputs are prefetched too
         preprocess = partial(preprocess, experts=forced)
-    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(load_inline, units)
+    fetched = prefetcher.map(units, preprocess=preprocess) if prefetcher is not None else map(read_inline, units)
     yield from answer_units(groups, fetched, session, context=context, params=run.params, forced=forced)
 
 
@@ -321,7 +308,6 @@ __all__ = [
     "answer_jobs",
     "answer_units",
     "has_readable_page",
-    "load_inline",
     "offload_dir",
     "open_model",
     "open_session",

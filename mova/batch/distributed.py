@@ -78,7 +78,7 @@ class ProcessGroup:
     """
 
     def __init__(self, *, timeout: timedelta = BARRIER_TIMEOUT) -> None:
-        import torch
+        import torch  # torch and accelerate: only in a launched run (the batch layer loads without them)
         import torch.distributed as dist
         from accelerate import PartialState
 

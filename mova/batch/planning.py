@@ -1,6 +1,6 @@
 """``plan(spec, ...) -> RunPlan``: what one batch process will do, decided before any model.
 
-Prompts (``-p``, ``--prompt-file``, ``--prompts``) times the input units (``sources``) make the jobs
+Prompts (``-p``, ``--prompt-file``, ``--prompts``) times the input units (``discovery``) make the jobs
 (``plan.build_jobs``, stable content-hash ids); this process keeps its share (``--shard``, its rank)
 and sets apart what the output already holds (resume), or drops old error records (``--retry-failed``).
 """
@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .discovery import discover_sources, passed_over_counts, read_path_list
 from .errors import NothingToDo, UsageError
 from .jobs import (
     Job,
@@ -34,7 +35,7 @@ from .parts import best_records
 from .progress import passed_over_text
 from .readers import Prefetcher
 from .settings_drift import settings_drift
-from .sources import PassedOver, SourceUnit, discover_sources, passed_over_counts, read_path_list
+from .sources import PassedOver, SourceUnit
 from .spec import STDOUT, AskSpec, check_something_to_ask, read_questions
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,22 @@ def run_params(spec: AskSpec, model_id: str) -> RunParams:
     )
 
 
+def log_passed_over(passed_over: list[PassedOver]) -> None:
+    """Each file a folder walk passed over, at info level (``-v`` lists them)."""
+    for item in passed_over:
+        logger.info("passed over (not an image or PDF): %s", item.path)
+
+
+def render_options(spec: AskSpec) -> dict[str, Any]:
+    """``discovery.iter_sources``' arguments for how pages are rendered (``max_side`` 0: no cap)."""
+    return {"dpi": spec.dpi, "max_side": spec.max_side or None, "pages": spec.pages, "password": spec.password}
+
+
+def walk_options(spec: AskSpec) -> dict[str, Any]:
+    """``discovery.discover``'s arguments for how folders and globs are walked."""
+    return {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
+
+
 def _discover(
     spec: AskSpec,
     paths: list[str],
@@ -124,17 +141,9 @@ def _discover(
 ) -> tuple[list[SourceUnit], list[SourceUnit]]:
     """The units of the PATH inputs, and of the files that only prompts name; what a folder walk
     passed over goes to ``passed_over``."""
-    render = {
-        "dpi": spec.dpi,
-        "max_side": spec.max_side or None,
-        "pages": spec.pages,
-        "password": spec.password,
-        "prefetcher": prefetcher,
-    }
-    walk = {"recursive": not spec.no_recursive, "include": spec.include, "exclude": spec.exclude}
-    units = discover_sources(paths, **render, **walk, passed_over=passed_over) if paths else []
-    for item in passed_over:
-        logger.info("passed over (not an image or PDF): %s", item.path)
+    render = {**render_options(spec), "prefetcher": prefetcher}
+    units = discover_sources(paths, **render, **walk_options(spec), passed_over=passed_over) if paths else []
+    log_passed_over(passed_over)
     extra = files_to_discover(units, prompts)
     return units, discover_sources(extra, **render) if extra else []
 
@@ -237,4 +246,13 @@ def dry_run_report(run: RunPlan, *, ray: dict[str, Any] | None = None) -> dict[s
     }
 
 
-__all__ = ["RunPlan", "dry_run_report", "new_run_id", "plan", "run_params"]
+__all__ = [
+    "RunPlan",
+    "dry_run_report",
+    "log_passed_over",
+    "new_run_id",
+    "plan",
+    "render_options",
+    "run_params",
+    "walk_options",
+]

@@ -35,25 +35,15 @@ from typing import Any
 
 from PIL import Image
 
-from .sources import (
-    Decoded,
-    PageSelector,
-    RenderSettings,
-    SourceError,
-    SourceFile,
-    SourceUnit,
-    UnitError,
-    decode_unit,
-    error_unit,
-    expand_file,
-)
+from .decoding import Decoded, decode_unit, error_unit, expand_file
+from .sources import PageSelector, RenderSettings, SourceError, SourceFile, SourceUnit, UnitError
 
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # imported by each worker before it takes work, so the first task's timeout is not spent importing
-DEFAULT_PRELOAD = ("PIL.Image", "pymupdf", "mova.batch.sources")
+DEFAULT_PRELOAD = ("PIL.Image", "pymupdf", "mova.batch.decoding")
 
 
 def default_workers() -> int:
@@ -368,7 +358,7 @@ class Prefetched:
         load_seconds: time from handing the unit to a worker to having its image (includes waiting for
             a free worker).
         preprocess_seconds: time spent in ``preprocess``.
-        warnings: what the decoder warned about (``sources.Decoded.warnings``).
+        warnings: what the decoder warned about (``decoding.Decoded.warnings``).
     """
 
     unit: SourceUnit
@@ -397,6 +387,28 @@ def _as_error(exc: BaseException, stage: str) -> UnitError:
     return UnitError(stage, type(exc).__name__, str(exc) or type(exc).__name__)
 
 
+def read_inline(unit: SourceUnit, preprocess: Callable[[Image.Image], Any] | None = None) -> Prefetched:
+    """Load (and preprocess) one unit in this process, as the prefetcher's workers and threads would
+    (``workers=0``: no reader process, so no timeout); it never raises."""
+    if unit.error is not None:
+        return Prefetched(unit, error=unit.error)
+    start = time.perf_counter()
+    try:
+        decoded = decode_unit(unit)
+    except SourceError as exc:
+        return Prefetched(unit, error=exc.error)
+    image, notes, load_seconds = decoded.image, decoded.warnings, time.perf_counter() - start
+    if preprocess is None:
+        return Prefetched(unit, image, load_seconds=load_seconds, warnings=notes)
+    began = time.perf_counter()
+    try:
+        value = preprocess(image)
+    except Exception as exc:  # the processor's failure on this image, as in the prefetcher's threads
+        return Prefetched(unit, image=image, error=_as_error(exc, "preprocess"), warnings=notes)
+    seconds = time.perf_counter() - began
+    return Prefetched(unit, image, value, load_seconds=load_seconds, preprocess_seconds=seconds, warnings=notes)
+
+
 class Prefetcher:
     """Loads (in processes) and preprocesses (in threads) units ahead of their use, in order.
 
@@ -409,7 +421,7 @@ class Prefetcher:
             consumed); default ``2 * workers``. This bounds host memory.
         timeout: seconds one load (or one file expansion) may take; None waits forever.
         max_items_per_worker: replace a worker process after this many loads (None: never).
-        load: the picklable load function: ``unit -> sources.Decoded`` (or a plain image: tests and
+        load: the picklable load function: ``unit -> decoding.Decoded`` (or a plain image: tests and
             benchmarks substitute their own).
         start_method: multiprocessing start method of the workers.
         preload: modules each worker imports before its first unit (pymupdf takes seconds to import).
@@ -478,7 +490,7 @@ class Prefetcher:
     def expand(
         self, files: Iterable[SourceFile], *, settings: RenderSettings, pages: PageSelector | None = None
     ) -> Iterator[SourceUnit]:
-        """``sources.expand_file`` on each file in the workers (with the timeout), units in order.
+        """``decoding.expand_file`` on each file in the workers (with the timeout), units in order.
 
         A file whose expansion times out or crashes its worker yields one error unit.
         """
@@ -551,4 +563,5 @@ __all__ = [
     "WorkerPool",
     "WorkerTimeout",
     "default_workers",
+    "read_inline",
 ]

@@ -4,6 +4,7 @@ Every record has every key, always in the same order; values that do not apply a
 ``run`` and ``timing_ms`` fields differ between two identical runs.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,19 +267,52 @@ def record_from_result(job: Job, result: Any, context: RecordContext, **extra: A
     )
 
 
+class UnknownField(ValueError):
+    """A name that records do not have (``parse_field_names``); ``name`` is the name as written."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def parse_field_names(text: str, *, below: bool = False, also: Collection[str] = ()) -> tuple[str, ...]:
+    """Comma-separated dotted record field names -> the names, stripped, in order, each once.
+
+    A name is a top-level field (``answer``) or one of its keys (``source.path``). With ``below`` (for
+    reading values, not cutting records), also a path under a key, or under a field that is a plain
+    value (``answer_json.total``). ``also``: other names, taken as they are.
+
+    Raises:
+        UnknownField: the first name that is none of these.
+    """
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    for name in names:
+        if name not in also and not _is_field(name, below=below):
+            raise UnknownField(name)
+    return names
+
+
+def _is_field(name: str, *, below: bool) -> bool:
+    top, _, sub = name.partition(".")
+    keys = RECORD_FIELDS.get(top)
+    if keys is None or not sub:
+        return keys is not None
+    return (not keys or sub.partition(".")[0] in keys) if below else sub in keys
+
+
 def parse_fields(text: str) -> tuple[str, ...]:
     """``--fields`` -> the dotted names it selects (``source.path``, ``answer``, ...).
 
     Raises:
         ValueError: a name that records do not have.
     """
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    for name in names:
-        top, _, sub = name.partition(".")
-        if top not in RECORD_FIELDS or (sub and sub not in RECORD_FIELDS[top]):
-            known = ", ".join(RECORD_FIELDS)
-            raise ValueError(f"records have no field {name!r} (top-level fields: {known}; nested ones as source.path)")
-    return names
+    try:
+        return parse_field_names(text)
+    except UnknownField as exc:
+        known = ", ".join(RECORD_FIELDS)
+        raise ValueError(
+            f"records have no field {exc.name!r} (top-level fields: {known}; nested ones as source.path)"
+        ) from None
 
 
 def select_fields(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -321,6 +355,8 @@ __all__ = [
     "build_record",
     "error_fields",
     "failure_reason",
+    "UnknownField",
+    "parse_field_names",
     "parse_fields",
     "record_from_result",
     "select_fields",

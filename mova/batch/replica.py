@@ -11,8 +11,9 @@ import socket
 from dataclasses import replace
 from typing import Any
 
-from .answering import ModelSettings, answer_units, load_inline, open_model
+from .answering import ModelSettings, answer_units, open_model
 from .jsonl import encode
+from .readers import read_inline
 from .records import RecordContext
 from .spec import AskSpec, check_forced_experts
 
@@ -21,7 +22,7 @@ UNITS_PER_CALL_AUTO = 16  # units per replica call when -b is auto (the engine s
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """Load one unit's page in a Ray task; a file this node cannot see says that inputs must be shared."""
-    page = load_inline(row["unit"])
+    page = read_inline(row["unit"])
     unit = row["unit"]
     if page.error is not None and not os.path.exists(unit.path):
         hint = (

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..answer_schema import AnswerSchema
 from ..constants import (
     DEFAULT_DPI,
     DEFAULT_MAX_SIDE,
@@ -149,8 +150,6 @@ def _strings(value: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _schema(value: Any) -> Any:
-    from ..answer_schema import AnswerSchema  # llguidance: only when a schema is given
-
     if value is None or isinstance(value, AnswerSchema):
         return value
     return AnswerSchema.from_value(value)
@@ -163,18 +162,10 @@ _CONVERTERS = {
     "exclude": _strings,
     "pages": lambda v: v if v is None or isinstance(v, PageSelection) else parse_pages(str(v)),
     "shard": lambda v: v if v is None or isinstance(v, Shard) else parse_shard(str(v)),
-    "experts": lambda v: parse_expert_choice(v, _known_experts(v)),
+    "experts": parse_expert_choice,
     "fields": lambda v: v if v is None else parse_fields(v if isinstance(v, str) else ",".join(v)),
     "schema": _schema,
 }
-
-
-def _known_experts(value: Any) -> list[str]:
-    if isinstance(value, ExpertChoice) or value is None or str(value).strip().lower() in ("auto", "none"):
-        return []
-    from ..experts import EXPERTS  # the registry imports torch: only when a list is given
-
-    return list(EXPERTS)
 
 
 def _converted(name: str, value: Any) -> Any:
@@ -223,7 +214,7 @@ def _check_model(name: str) -> None:
 
 def _check_inputs_exist(paths: tuple[str, ...]) -> None:
     """A PATH that names nothing is a usage error before anything (output, lock, manifest) is written."""
-    from .sources import missing_inputs  # sources imports Pillow: the spec stays light for `mova --help`
+    from .discovery import missing_inputs  # discovery imports Pillow: the spec stays light for `mova --help`
 
     missing = missing_inputs(paths)
     if missing:
@@ -292,7 +283,7 @@ def _check_placement(spec: AskSpec, world: World) -> AskSpec:
             "group of GPUs instead (CUDA_VISIBLE_DEVICES=0,1 mova ask --device-map auto --shard 1/2 ...)"
         )
     if spec.device in ("auto", "cuda"):
-        import torch
+        import torch  # a launched rank picks its GPU; the spec itself loads without torch (`mova --help`)
 
         if torch.cuda.is_available():
             spec = replace(spec, device=f"cuda:{world.local_rank}")

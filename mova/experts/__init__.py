@@ -1,36 +1,12 @@
-"""The expert registry: every vision expert mova knows, in router-letter order (A, B, C, ...).
+"""The vision experts: their registry (``registry.py``, no torch) and one network file per expert.
 
-Adding an expert is one file in this package plus one line appended here (it gets the next letter,
-so the letters the released router was trained on never move).
+``EXPERTS`` maps each name to its ``ExpertSpec`` in router-letter order (A, B, C, ...), with its config
+dataclass beside it in the registry; a spec's ``network_class()`` imports the expert's ``nn.Module``
+(``dinov2.py`` ...; their contract is ``base.VisionExpert``) when a model is built. Adding an expert is
+its network file plus one registry entry.
 """
 
-from ..errors import UnknownExpertError
-from .base import BASE_PREPROCESS_KEY, ExpertConfig, VisionExpert
-from .biomedclip import BiomedClipExpert
-from .codetr import CodetrExpert
-from .deplot import DeplotExpert
-from .dinov2 import Dinov2Expert
-from .pix2struct import Pix2StructExpert
-from .sam_h import SamHExpert
-from .vary_sam_b import VarySamBExpert
+from .registry import EXPERTS, get_expert
+from .spec import BASE_PREPROCESS_KEY, ExpertConfig, ExpertSpec
 
-EXPERTS: dict[str, type[VisionExpert]] = {
-    "dinov2": Dinov2Expert,
-    "vary_sam_b": VarySamBExpert,
-    "codetr": CodetrExpert,
-    "pix2struct": Pix2StructExpert,
-    "deplot": DeplotExpert,
-    "biomedclip": BiomedClipExpert,
-    "sam_h": SamHExpert,
-}
-
-
-def get_expert(name: str) -> type[VisionExpert]:
-    """The expert class registered under ``name``."""
-    try:
-        return EXPERTS[name]
-    except KeyError:
-        raise UnknownExpertError(f"unknown expert {name!r}; known: {', '.join(EXPERTS)}") from None
-
-
-__all__ = ["BASE_PREPROCESS_KEY", "EXPERTS", "ExpertConfig", "VisionExpert", "get_expert"]
+__all__ = ["BASE_PREPROCESS_KEY", "EXPERTS", "ExpertConfig", "ExpertSpec", "get_expert"]

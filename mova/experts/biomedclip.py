@@ -5,38 +5,13 @@ whose parameter names mirror that checkpoint (``trunk.blocks.N.attn.qkv`` ...), 
 expert prefix. It takes the base encoder's CLIP-normalised tensor and resizes it itself (spec 3.5).
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from ..constants import CLIP_MEAN, CLIP_STD
-from ..errors import ConfigError, InputError
-from ..image_ops import clip_style_transform
-from .base import BASE_PREPROCESS_KEY, ExpertConfig, VisionExpert
-
-
-@dataclass(frozen=True)
-class BiomedClipExpertConfig(ExpertConfig):
-    """timm ``vit_base_patch16_224`` sizes plus open_clip's projection width."""
-
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    mlp_ratio: float = 4.0
-    patch_size: int = 16
-    image_size: int = 224
-    layer_norm_eps: float = 1e-6
-    projection_dim: int = 512  # open_clip head.proj (unused by MoVA, kept for the checkpoint)
-    input_size: int = 672  # side of the base (CLIP) tensor this expert receives
-
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ConfigError(f"biomedclip image_size {self.image_size} is not a multiple of {self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"biomedclip hidden_size {self.hidden_size} is not divisible by the head count")
+from ..errors import InputError
+from .base import VisionExpert
+from .registry import BIOMEDCLIP, BiomedClipExpertConfig
 
 
 class PatchEmbed(nn.Module):
@@ -128,38 +103,13 @@ class ProjectionHead(nn.Module):
 class BiomedClipExpert(VisionExpert):
     """BiomedCLIP ViT-B/16 patch features (CLS dropped) as a (B, 768, 14, 14) map."""
 
-    name = "biomedclip"
-    description = "BiomedCLIP ViT-B/16: biomedical images (radiology, pathology, microscopy)"
-    routing_description = "This model is a foundation model designed for biomedical vision-language processing."
-    legacy_index = 6
-    config_class = BiomedClipExpertConfig
-    # NOTE: no processor of its own upstream: it reuses the base CLIP tensor (same mean/std as BiomedCLIP).
-    preprocess_key = BASE_PREPROCESS_KEY
+    spec = BIOMEDCLIP
 
     def __init__(self, config: BiomedClipExpertConfig) -> None:
         super().__init__(config)
         self.trunk = VisionTransformer(config)
         # NOTE: open_clip's TimmModel.forward skips the head; the weight is only in the checkpoint.
         self.head = ProjectionHead(config.hidden_size, config.projection_dim)
-
-    @classmethod
-    def tiny_config(cls) -> BiomedClipExpertConfig:
-        return BiomedClipExpertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            patch_size=8,
-            image_size=32,
-            projection_dim=16,
-            input_size=64,
-        )
-
-    @staticmethod
-    def preprocess(image: Image.Image, config: BiomedClipExpertConfig, *, pad_to_square: bool = True) -> torch.Tensor:
-        """The base CLIP transform at ``input_size`` (the model normally receives the base tensor itself)."""
-        return clip_style_transform(
-            image, size=config.input_size, mean=CLIP_MEAN, std=CLIP_STD, pad_to_square=pad_to_square
-        )
 
     @property
     def out_channels(self) -> int:
@@ -180,4 +130,4 @@ class BiomedClipExpert(VisionExpert):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
-__all__ = ["BiomedClipExpert", "BiomedClipExpertConfig"]
+__all__ = ["BiomedClipExpert"]

@@ -5,45 +5,14 @@ parameter names moved (fused ``mlp.weights_in`` became ``gate_proj``/``up_proj``
 the released names. Only the layers up to the selected hidden state are run; all parameters are kept.
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import ConfigError, InputError
-from ..image_ops import clip_style_transform
+from ..errors import InputError
 from ..key_mapping import KeyRule
-from .base import ExpertConfig, VisionExpert
-
-
-@dataclass(frozen=True)
-class Dinov2ExpertConfig(ExpertConfig):
-    """DINOv2 ViT with SwiGLU FFN and LayerScale; defaults are dinov2-giant as MoVA-8B uses it."""
-
-    hidden_size: int = 1536
-    num_hidden_layers: int = 40
-    num_attention_heads: int = 24
-    mlp_ratio: int = 4  # SwiGLU hidden = 2/3 of hidden_size * mlp_ratio (4096)
-    patch_size: int = 14
-    image_size: int = 518  # size of the position table: (518 / 14)**2 + 1 = 1370 rows
-    layer_norm_eps: float = 1e-6
-    input_size: int = 672  # the preprocessed image side (the base resolution)
-    resize_to: int = 518  # in-model resize target when the input is wider
-    # NOTE: upstream applies mm_vision_select_layer (CLIP's) to DINOv2 too; keep both equal.
-    select_layer: int = -2
-
-    def __post_init__(self) -> None:
-        if self.resize_to % self.patch_size:
-            raise ConfigError(f"dinov2 resize_to {self.resize_to} is not a multiple of patch_size {self.patch_size}")
-        if not -(self.num_hidden_layers + 1) <= self.select_layer <= self.num_hidden_layers:
-            raise ConfigError(
-                f"dinov2 select_layer {self.select_layer} is outside "
-                f"[-{self.num_hidden_layers + 1}, {self.num_hidden_layers}]"
-            )
-
+from .base import VisionExpert
+from .registry import DINOV2, Dinov2ExpertConfig
 
 _LAYER = "encoder.layer.{}."
 
@@ -51,14 +20,7 @@ _LAYER = "encoder.layer.{}."
 class Dinov2Expert(VisionExpert):
     """DINOv2 feature map of the penultimate block (CLS dropped, no final LayerNorm)."""
 
-    name = "dinov2"
-    description = "DINOv2-giant: spatial and semantic features of natural images"
-    routing_description = (
-        "This model can effectively extract the accurate spatial and semantic information from natural images."
-    )
-    legacy_index = 1
-    config_class = Dinov2ExpertConfig
-    preprocess_key = "dinov2"
+    spec = DINOV2
     # Released (transformers 4.37 names) -> ours (transformers 5.x names).
     KEY_RULES = (
         KeyRule(_LAYER + "attention.attention.query.", _LAYER + "attention.q_proj."),
@@ -92,25 +54,6 @@ class Dinov2Expert(VisionExpert):
         self.layernorm = model.layernorm  # NOTE: unused (features are taken before it); kept for the checkpoint
         self.num_layers_used = config.select_layer % (config.num_hidden_layers + 1)
 
-    @classmethod
-    def tiny_config(cls) -> Dinov2ExpertConfig:
-        return Dinov2ExpertConfig(
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            patch_size=8,
-            image_size=32,
-            input_size=64,
-            resize_to=32,
-        )
-
-    @staticmethod
-    def preprocess(image: Image.Image, config: Dinov2ExpertConfig, *, pad_to_square: bool = True) -> torch.Tensor:
-        """One image -> (3, input_size, input_size) float32: the DINOv2 processor with MoVA's overrides (3.2)."""
-        return clip_style_transform(
-            image, size=config.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_to_square=pad_to_square
-        )
-
     @property
     def out_channels(self) -> int:
         return self.config.hidden_size
@@ -135,4 +78,4 @@ class Dinov2Expert(VisionExpert):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
 
-__all__ = ["Dinov2Expert", "Dinov2ExpertConfig"]
+__all__ = ["Dinov2Expert"]

@@ -8,60 +8,21 @@ The input is Pix2Struct's "flattened patches": the image is standardised, resize
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from transformers import Pix2StructVisionConfig, Pix2StructVisionModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from ..constants import CLIP_MEAN
-from ..errors import ConfigError, InputError
-from ..image_ops import mean_fill, pix2struct_patches
+from ..errors import InputError
 from ..layers.hf_attention import FP32_SOFTMAX
-from .base import ExpertConfig, VisionExpert
-
-
-@dataclass(frozen=True)
-class Pix2StructExpertConfig(ExpertConfig):
-    """Pix2Struct vision encoder (T5-style blocks); defaults are the -large encoder MoVA-8B uses."""
-
-    hidden_size: int = 1536
-    num_hidden_layers: int = 18
-    num_attention_heads: int = 24
-    d_kv: int = 64
-    d_ff: int = 3968
-    layer_norm_eps: float = 1e-6
-    seq_len: int = 4096  # rows of the row/column embedding tables
-    patch_size: int = 16
-    # [I] spec 3.4: 45 x 45. It must be a perfect square: the output tokens are reshaped to a square map.
-    max_patches: int = 2025
-
-    def __post_init__(self) -> None:
-        side = math.isqrt(self.max_patches)
-        if side * side != self.max_patches:
-            raise ConfigError(
-                f"max_patches {self.max_patches} is not a perfect square; the encoder output is reshaped to a "
-                f"square map, so use e.g. {side * side} or {(side + 1) ** 2}"
-            )
-        if self.max_patches >= self.seq_len:
-            raise ConfigError(f"max_patches {self.max_patches} needs row/column ids below seq_len {self.seq_len}")
+from .base import VisionExpert
+from .registry import PIX2STRUCT, Pix2StructExpertConfig
 
 
 class Pix2StructExpert(VisionExpert):
     """Pix2Struct encoder output (all ``max_patches`` tokens, padding included) as a square feature map."""
 
-    name = "pix2struct"
-    description = "Pix2Struct-large encoder: text recognition in screenshots, documents and figures"
-    # NOTE: upstream's sentence for D has no final period.
-    routing_description = (
-        "This model shows remarkable skill in text recognition, attaining top-tier text analysis outcomes "
-        "across diverse areas"
-    )
-    legacy_index = 4
-    config_class = Pix2StructExpertConfig
-    # NOTE: upstream feeds Deplot the Pix2Struct-large processor output too, so both share one tensor.
-    preprocess_key = "pix2struct"
+    spec = PIX2STRUCT
 
     def __init__(self, config: Pix2StructExpertConfig) -> None:
         super().__init__(config)
@@ -84,31 +45,6 @@ class Pix2StructExpert(VisionExpert):
         self.layernorm = model.layernorm
         self.hf_config = hf_config
 
-    @classmethod
-    def tiny_config(cls) -> Pix2StructExpertConfig:
-        return Pix2StructExpertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            d_kv=8,
-            d_ff=64,
-            seq_len=128,
-            patch_size=8,
-            max_patches=64,
-        )
-
-    @staticmethod
-    def preprocess(image: Image.Image, config: Pix2StructExpertConfig, *, pad_to_square: bool = True) -> torch.Tensor:
-        """One image -> (max_patches, 2 + 3 * patch_size**2) float32 flattened patches (spec 3.4)."""
-        # NOTE: the processor's image_mean is overridden with CLIP's only to give this pad colour.
-        return pix2struct_patches(
-            image,
-            max_patches=config.max_patches,
-            patch_size=config.patch_size,
-            pad_to_square=pad_to_square,
-            pad_fill=mean_fill(CLIP_MEAN),
-        )
-
     @property
     def out_channels(self) -> int:
         return self.config.hidden_size
@@ -118,12 +54,14 @@ class Pix2StructExpert(VisionExpert):
         width = 2 + 3 * self.config.patch_size**2
         if pixel_values.ndim != 3 or pixel_values.shape[-1] != width:
             raise InputError(
-                f"{self.name} expects flattened patches of shape (B, N, {width}), got {tuple(pixel_values.shape)}"
+                f"{self.spec.name} expects flattened patches of shape (B, N, {width}), got {tuple(pixel_values.shape)}"
             )
         batch, num_tokens = pixel_values.shape[:2]
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
-            raise InputError(f"{self.name}: {num_tokens} patches do not form a square map; use a square max_patches")
+            raise InputError(
+                f"{self.spec.name}: {num_tokens} patches do not form a square map; use a square max_patches"
+            )
         # NOTE: as in HF, padding rows are found as rows summing to 0 (upstream sums the bf16 tensor).
         attention_mask = (pixel_values.sum(dim=-1) != 0).float()
         hidden_states = self.embeddings(pixel_values)  # (B, N, C)
@@ -137,4 +75,4 @@ class Pix2StructExpert(VisionExpert):
         return hidden_states.transpose(1, 2).reshape(batch, -1, side, side)
 
 
-__all__ = ["Pix2StructExpert", "Pix2StructExpertConfig"]
+__all__ = ["Pix2StructExpert"]

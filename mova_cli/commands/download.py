@@ -2,6 +2,8 @@
 
 import click
 
+from mova.constants import RANDOM_PRESETS
+
 from ..options import verbosity_options
 
 
@@ -21,7 +23,6 @@ def download(model: str, revision: str | None, cache_dir: str | None) -> None:
       mova download zongzhuofan/llama3-mova-8b
       HF_HOME=/shared/hf mova download zongzhuofan/llama3-mova-8b --revision main
     """
-    from mova.constants import RANDOM_PRESETS
     from mova.pretrained import fetch_checkpoint
 
     if model in RANDOM_PRESETS:

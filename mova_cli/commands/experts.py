@@ -5,6 +5,9 @@ from typing import Any
 
 import click
 
+from mova.experts import EXPERTS
+from mova.routing import LETTERS
+
 from ..options import verbosity_options
 
 
@@ -12,23 +15,18 @@ def expert_rows() -> list[dict[str, Any]]:
     """One row per registered expert, in router-letter order (the registry's order)."""
     import torch
 
-    from mova.experts import EXPERTS
-    from mova.routing import LETTERS
-
     rows = []
-    for letter, (name, cls) in zip(LETTERS, EXPERTS.items(), strict=False):
+    for letter, (name, spec) in zip(LETTERS, EXPERTS.items(), strict=False):
         with torch.device("meta"):  # real-size module, no memory: only its output width is read
-            channels = cls(cls.config_class()).out_channels
+            channels = spec.network_class()(spec.config_class()).out_channels
         rows.append(
             {
                 "letter": letter,
                 "name": name,
                 "channels": channels,
-                "checkpoint_prefix": None
-                if cls.legacy_index is None
-                else f"model.vision_tower.vision_tower_{cls.legacy_index}.",
-                "description": cls.description,
-                "routing_description": cls.routing_description,
+                "checkpoint_prefix": spec.checkpoint_prefix,
+                "description": spec.description,
+                "routing_description": spec.routing_description,
             }
         )
     return rows

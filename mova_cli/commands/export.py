@@ -5,7 +5,12 @@ from typing import Any
 
 import click
 
+from mova.batch import jsonl
+from mova.batch.errors import SetupError
+from mova.batch.parts import PartError, read_output
+
 from ..options import verbosity_options
+from ..rendering import parse_columns, records_from_jsonl, render
 
 
 @click.command(name="export")
@@ -44,12 +49,6 @@ def export(output: str, fmt: str, columns: str | None, target: str) -> Any:
       mova export answers.jsonl --columns source.path,source.page,answer,experts.chosen
       mova ask scans/ -p "Total?" | mova export - -f md
     """
-    from mova.batch import jsonl
-    from mova.batch.errors import SetupError
-    from mova.batch.parts import PartError, read_output
-
-    from ..rendering import parse_columns, records_from_jsonl, render
-
     chosen = None
     if columns is not None:
         if fmt not in ("csv", "md"):

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from mova.config import PRESETS, MoVAConfig
 from mova.constants import QUANT_MODES, auto_dtype
 
 from ..options import verbosity_options
@@ -86,7 +87,6 @@ def inspect_report(
         quantize: also report the weight memory under ``--quantize`` (``int8``/``nf4``; the rest in
             bfloat16, as on a GPU), computed from the model's shapes on the meta device.
     """
-    from mova.config import PRESETS, MoVAConfig
     from mova.parameters import parameter_table
     from mova.pretrained import resolve_checkpoint
     from mova.released_config import read_config

@@ -9,6 +9,11 @@ from typing import Any
 
 import click
 
+from mova.batch.errors import SetupError
+from mova.batch.lock import hold_outputs
+from mova.batch.outcome import Outcome
+from mova.batch.parts import PartError, base_output, merge_records, plan_path, read_plan, read_records, write_records
+
 from ..options import get_verbosity, verbosity_options
 
 MAX_LISTED = 5
@@ -16,8 +21,6 @@ MAX_LISTED = 5
 
 def _find_plan(output: str | None, parts: list[Path]) -> Path | None:
     """The plan `mova ask` wrote beside the output the parts belong to (``out.jsonl.plan.json``)."""
-    from mova.batch.parts import base_output, plan_path
-
     candidates = [] if output in (None, "-") else [Path(output)]
     candidates += [base for base in map(base_output, parts) if base is not None]
     for candidate in candidates:
@@ -63,11 +66,6 @@ def merge(ctx: click.Context, parts: tuple[str, ...], output: str | None, plan_f
       mova merge out.shard-*.jsonl -o out.jsonl
       mova merge out.shard-*.jsonl --check
     """
-    from mova.batch.errors import SetupError
-    from mova.batch.lock import hold_outputs
-    from mova.batch.outcome import Outcome
-    from mova.batch.parts import PartError, merge_records, read_plan, read_records, write_records
-
     if output is None and not check:
         raise click.UsageError("give -o OUT for the merged file, or --check to only check the parts")
     writes = not check and output != "-"

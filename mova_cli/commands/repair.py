@@ -5,6 +5,11 @@ from typing import Any
 
 import click
 
+from mova.batch.errors import SetupError
+from mova.batch.lock import hold_outputs
+from mova.batch.parts import part_files
+from mova.batch.repair import NotAnOutput, repair_file
+
 from ..options import get_verbosity, verbosity_options
 
 
@@ -23,11 +28,6 @@ def repair(ctx: click.Context, output: str) -> Any:
     Examples:
       mova repair answers.jsonl && mova status answers.jsonl
     """
-    from mova.batch.errors import SetupError
-    from mova.batch.lock import hold_outputs
-    from mova.batch.parts import part_files
-    from mova.batch.repair import NotAnOutput, repair_file
-
     files = [path for path in [Path(output), *part_files(output)] if path.is_file()]
     if not files:
         raise SetupError(f"{output}: no such file, and no part files of it")

@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import orjson
+
+from mova.batch.errors import SetupError
+from mova.batch.outcome import Outcome
+from mova.batch.parts import PartError, plan_path, read_output, read_plan
+from mova.batch.records import failure_reason
 
 from ..options import verbosity_options
 
@@ -34,9 +40,6 @@ def summarise(output: str | Path) -> dict[str, Any]:
     Raises:
         PartError: neither the output nor a part of it exists, or a file is not a mova output.
     """
-    from mova.batch.parts import plan_path, read_output, read_plan
-    from mova.batch.records import failure_reason
-
     files, records = read_output(output)
     plan = plan_path(output)
     planned = missing = None
@@ -112,12 +115,6 @@ def status(ctx: click.Context, output: str, as_json: bool) -> Any:
       mova status answers.jsonl
       mova status answers.jsonl --json | jq .failures
     """
-    import orjson
-
-    from mova.batch.errors import SetupError
-    from mova.batch.outcome import Outcome
-    from mova.batch.parts import PartError
-
     try:
         summary = summarise(output)
     except PartError as exc:

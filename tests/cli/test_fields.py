@@ -2,9 +2,10 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from mova.batch.records import RECORD_FIELDS, parse_fields
+from mova.batch.records import RECORD_FIELDS, UnknownField, parse_field_names, parse_fields
 from mova_cli.main import cli
 
 from . import stub_engine
@@ -63,3 +64,19 @@ def test_fields_select_nested_names_and_reject_unknown_ones(tmp_path, monkeypatc
     assert result.exit_code == 2 and "no field 'source.pth'" in result.stderr
     result = CliRunner().invoke(cli, ["ask", str(tmp_path), "-p", "q", "--fields", "answer", "--compact"])
     assert result.exit_code == 2 and "use one of them" in result.stderr
+
+
+def test_fields_and_export_columns_read_dotted_names_with_one_parser():
+    from mova_cli.rendering import parse_columns
+
+    assert parse_field_names(" source.path,answer , source.path") == ("source.path", "answer")
+    for text in ("answer_json.total", "source.path.x", "nope"):  # --fields cuts records one level deep
+        with pytest.raises(UnknownField) as info:
+            parse_field_names(f"answer,{text}")
+        assert info.value.name == text
+    # a column reads values: paths under a key or a plain value, and the flat columns as they are
+    names = ("answer_json.total", "source.path.x", "prompt_id")
+    assert parse_field_names(",".join(names), below=True, also=("prompt_id",)) == names
+    assert parse_columns(",".join(names)) == names
+    with pytest.raises(ValueError, match="records have no field 'answer_json.total'"):
+        parse_fields("answer_json.total")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from mova.batch import sources
-from mova.batch.sources import discover_sources, load_unit
+from mova.batch import decoding, discovery, sniffing, sources
+from mova.batch.decoding import load_unit
+from mova.batch.discovery import discover_sources
 
 from . import stub_engine
 from .inputs import FAST, distinct_pages, invoke
@@ -62,7 +63,7 @@ def test_a_file_replaced_after_planning_is_refused_not_mixed(tmp_path):
 def test_a_changed_file_gets_an_error_record_in_a_run(tmp_path, monkeypatch):
     stub_engine.install(monkeypatch)
     folder = distinct_pages(tmp_path / "docs", 2)
-    original = sources.expand_file
+    original = discovery.expand_file
 
     def expand_then_change(source, settings=None, pages=None):
         units = original(source, settings, pages)
@@ -70,7 +71,7 @@ def test_a_changed_file_gets_an_error_record_in_a_run(tmp_path, monkeypatch):
             Image.new("RGB", (12, 12), "black").save(source.path)  # written between planning and reading
         return units
 
-    monkeypatch.setattr(sources, "expand_file", expand_then_change)
+    monkeypatch.setattr(discovery, "expand_file", expand_then_change)
     result = invoke(["ask", str(folder), "-p", "q", *FAST])
     assert result.exit_code == 1
     records = _records(result.stdout)
@@ -149,7 +150,7 @@ def test_a_file_reached_twice_is_passed_over_once(tmp_path):
     units = list(discover_sources([str(folder), str(folder), str(tmp_path / "again")], passed_over=passed_over))
     assert len(units) == 1  # the page, once
     assert [item.rel_path for item in passed_over] == ["notes.txt"]
-    assert sources.passed_over_counts(passed_over) == {".txt": 1}
+    assert discovery.passed_over_counts(passed_over) == {".txt": 1}
 
 
 def test_a_prompts_file_cannot_read_outside_its_folder_and_quotes_nothing(tmp_path, monkeypatch):
@@ -214,7 +215,7 @@ WRITTEN_FORMATS = {
 
 
 def _write_every_format(folder: Path) -> list[str]:
-    sources._register_plugins()
+    sniffing.register_plugins()
     Image.init()  # every plugin, so SAVE and OPEN list them all
     folder.mkdir()
     written = []
@@ -255,14 +256,14 @@ def test_decoder_warnings_go_on_the_record_not_the_terminal(tmp_path, monkeypatc
 
     stub_engine.install(monkeypatch)
     folder = distinct_pages(tmp_path / "docs", 2)
-    original = sources.read_image
+    original = decoding.read_image
 
     def warning_decoder(data, frame, settings):
         if len(data) and data == (folder / "p1.png").read_bytes():
             warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 6.", UserWarning, stacklevel=1)
         return original(data, frame, settings)
 
-    monkeypatch.setattr(sources, "read_image", warning_decoder)
+    monkeypatch.setattr(decoding, "read_image", warning_decoder)
     result = invoke(["ask", str(folder), "-p", "q", "--workers", "0"])
     assert result.exit_code == 0, result.output
     by_name = {r["source"]["rel_path"]: r for r in _records(result.stdout)}
@@ -274,7 +275,7 @@ def test_decoder_warnings_go_on_the_record_not_the_terminal(tmp_path, monkeypatc
 
 
 def test_what_native_decoders_print_is_captured_as_lines(capfd):
-    with sources.capture_native_stderr() as printed:
+    with decoding.capture_native_stderr() as printed:
         os.write(2, b"TIFFReadDirectory: Warning, Unknown field with tag 33723 (0x83bb) encountered.\n")
     assert printed == ["TIFFReadDirectory: Warning, Unknown field with tag 33723 (0x83bb) encountered."]
     assert "TIFFReadDirectory" not in capfd.readouterr().err

@@ -209,7 +209,8 @@ def test_real_files_end_to_end(tmp_path):
     """Real loading and expansion in workers give what the same calls give in this process."""
     import pymupdf
 
-    from mova.batch.sources import RenderSettings, discover, discover_sources
+    from mova.batch.discovery import discover, discover_sources
+    from mova.batch.sources import RenderSettings
     from mova.constants import CLIP_MEAN, CLIP_STD
     from mova.image_ops import clip_style_transform
 

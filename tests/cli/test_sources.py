@@ -12,18 +12,12 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from mova.batch import sources
+from mova.batch import decoding, sources
+from mova.batch.decoding import expand_file
+from mova.batch.discovery import discover, discover_sources, read_path_list
 from mova.batch.jobs import parse_pages
-from mova.batch.sources import (
-    RenderSettings,
-    SourceError,
-    SourceFile,
-    discover,
-    discover_sources,
-    expand_file,
-    identify,
-    read_path_list,
-)
+from mova.batch.sniffing import identify
+from mova.batch.sources import RenderSettings, SourceError, SourceFile
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -240,7 +234,7 @@ def test_unreadable_file_permission_error(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(sources, "open", denied, raising=False)
+    monkeypatch.setattr(decoding, "open", denied, raising=False)
     unit = _single(path)
     assert (unit.error.stage, unit.error.type) == ("read", "unreadable")
     assert "Permission denied" in unit.error.message
@@ -324,7 +318,7 @@ def test_pixel_limit_is_configurable_and_checked_at_load(tmp_path):
     assert unit.error is None
     strict = RenderSettings(max_image_pixels=10)
     with pytest.raises(SourceError) as info:
-        sources.read_image((tmp_path / "a.png").read_bytes(), 0, strict)
+        decoding.read_image((tmp_path / "a.png").read_bytes(), 0, strict)
     assert info.value.error.type == "decompression_bomb"
 
 
@@ -437,7 +431,7 @@ def test_zero_page_pdf(tmp_path):
 def test_rendering_a_missing_page_fails_cleanly(tmp_path):
     (tmp_path / "doc.pdf").write_bytes(_pdf_bytes(1))
     with pytest.raises(SourceError) as info:
-        sources.render_pdf_page((tmp_path / "doc.pdf").read_bytes(), 2, RenderSettings())
+        decoding.render_pdf_page((tmp_path / "doc.pdf").read_bytes(), 2, RenderSettings())
     assert info.value.error.type == "page_out_of_range"
 
 

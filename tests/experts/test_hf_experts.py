@@ -20,10 +20,11 @@ from transformers import (
 from mova.alignment import align_to_grid
 from mova.constants import IMAGENET_MEAN, IMAGENET_STD
 from mova.errors import ConfigError, InputError
-from mova.experts.biomedclip import BiomedClipExpert, BiomedClipExpertConfig
+from mova.experts.biomedclip import BiomedClipExpert
 from mova.experts.deplot import DeplotExpert
 from mova.experts.dinov2 import Dinov2Expert
-from mova.experts.pix2struct import Pix2StructExpert, Pix2StructExpertConfig
+from mova.experts.pix2struct import Pix2StructExpert
+from mova.experts.registry import BiomedClipExpertConfig, Pix2StructExpertConfig
 from mova.key_mapping import KeyMapper
 
 EXPERT_CLASSES = [Dinov2Expert, Pix2StructExpert, DeplotExpert, BiomedClipExpert]
@@ -47,12 +48,12 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 # --- released names and shapes ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.spec.name)
 def test_real_size_names_and_shapes_equal_the_release(cls):
     with torch.device("meta"):
-        expert = cls(cls.config_class())
+        expert = cls(cls.spec.config_class())
     released = KeyMapper(cls.KEY_RULES).to_released(expert.state_dict())
-    prefix = f"model.vision_tower.vision_tower_{cls.legacy_index}."
+    prefix = f"model.vision_tower.vision_tower_{cls.spec.legacy_index}."
     ours = {prefix + name: tuple(t.shape) for name, t in released.items()}
     assert ours == released_rows(prefix)
 
@@ -60,7 +61,7 @@ def test_real_size_names_and_shapes_equal_the_release(cls):
 def test_real_output_channels_are_the_released_expert_channels():
     # spec 4.9: expert_channels = [1536, 512, 256, 1536, 768, 768, 256] (A, B, C, D, E, F, G)
     with torch.device("meta"):
-        channels = [cls(cls.config_class()).out_channels for cls in EXPERT_CLASSES]
+        channels = [cls(cls.spec.config_class()).out_channels for cls in EXPERT_CLASSES]
     assert channels == [1536, 1536, 768, 768]
 
 
@@ -85,7 +86,7 @@ def _hf_dinov2(config) -> Dinov2Model:
 
 @pytest.mark.parametrize("select_layer", [-2, 1, 3])
 def test_dinov2_equals_hf_hidden_state_after_the_in_model_resize(select_layer):
-    config = Dinov2Expert.tiny_config()
+    config = Dinov2Expert.spec.tiny_config
     config = type(config)(**{**config.to_dict(), "select_layer": select_layer})
     expert = randomize(Dinov2Expert(config))
     reference = _hf_dinov2(config)
@@ -101,7 +102,7 @@ def test_dinov2_equals_hf_hidden_state_after_the_in_model_resize(select_layer):
 
 
 def test_dinov2_runs_only_the_layers_it_needs():
-    expert = randomize(Dinov2Expert(Dinov2Expert.tiny_config()))  # 3 layers, select -2
+    expert = randomize(Dinov2Expert(Dinov2Expert.spec.tiny_config))  # 3 layers, select -2
     calls = []
     for index, layer in enumerate(expert.encoder.layer):
         layer.register_forward_hook(lambda *_, i=index: calls.append(i))
@@ -112,7 +113,7 @@ def test_dinov2_runs_only_the_layers_it_needs():
 
 
 def test_dinov2_input_not_wider_than_the_target_is_not_resized():
-    expert = randomize(Dinov2Expert(Dinov2Expert.tiny_config()))
+    expert = randomize(Dinov2Expert(Dinov2Expert.spec.tiny_config))
     reference = _hf_dinov2(expert.config)
     reference.load_state_dict(expert.state_dict(), strict=True)
     pixel_values = torch.randn(1, 3, 32, 32)
@@ -123,7 +124,7 @@ def test_dinov2_input_not_wider_than_the_target_is_not_resized():
 
 
 def test_dinov2_released_weights_in_is_gate_then_up():
-    expert = randomize(Dinov2Expert(Dinov2Expert.tiny_config()))
+    expert = randomize(Dinov2Expert(Dinov2Expert.spec.tiny_config))
     released = KeyMapper(Dinov2Expert.KEY_RULES).to_released(expert.state_dict())
     w_in, b_in = released["encoder.layer.0.mlp.weights_in.weight"], released["encoder.layer.0.mlp.weights_in.bias"]
     w_out, b_out = released["encoder.layer.0.mlp.weights_out.weight"], released["encoder.layer.0.mlp.weights_out.bias"]
@@ -139,7 +140,7 @@ def test_dinov2_released_weights_in_is_gate_then_up():
 
 
 def test_dinov2_released_state_dict_loads_strictly_and_gives_the_same_output():
-    source = randomize(Dinov2Expert(Dinov2Expert.tiny_config()))
+    source = randomize(Dinov2Expert(Dinov2Expert.spec.tiny_config))
     released = KeyMapper(Dinov2Expert.KEY_RULES).to_released(source.state_dict())
     assert "encoder.layer.1.attention.attention.query.weight" in released
     assert "encoder.layer.1.attention.output.dense.bias" in released
@@ -148,7 +149,7 @@ def test_dinov2_released_state_dict_loads_strictly_and_gives_the_same_output():
     mapped = dict(pair for name, tensor in released.items() for pair in mapper.to_ours(name, tensor))
     for name, tensor in source.state_dict().items():
         assert torch.equal(mapped[name], tensor), name
-    target = Dinov2Expert(Dinov2Expert.tiny_config()).eval()
+    target = Dinov2Expert(Dinov2Expert.spec.tiny_config).eval()
     target.load_state_dict(mapped, strict=True)
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -157,7 +158,7 @@ def test_dinov2_released_state_dict_loads_strictly_and_gives_the_same_output():
 
 def test_dinov2_preprocess_matches_hf_bit_processor_with_the_imagenet_pad_colour():
     image = random_image(50, 27, seed=3)
-    got = Dinov2Expert.preprocess(image, Dinov2Expert.tiny_config())
+    got = Dinov2Expert.spec.tiny_config.image_input()(image)
     canvas = Image.new("RGB", (50, 50), (123, 116, 103))  # spec 3.2 pad colour
     canvas.paste(image, (0, (50 - 27) // 2))
     processor = BitImageProcessorPil(
@@ -179,7 +180,7 @@ def test_dinov2_preprocess_matches_hf_bit_processor_with_the_imagenet_pad_colour
 
 def test_dinov2_tiny_resize_target_must_be_a_patch_multiple():
     with pytest.raises(ConfigError, match="multiple of patch_size"):
-        type(Dinov2Expert.tiny_config())(patch_size=8, resize_to=30, image_size=32)
+        type(Dinov2Expert.spec.tiny_config)(patch_size=8, resize_to=30, image_size=32)
 
 
 # --- Pix2Struct / Deplot --------------------------------------------------------------------------------
@@ -201,17 +202,17 @@ def _hf_pix2struct(config) -> Pix2StructVisionModel:
     ).eval()
 
 
-@pytest.mark.parametrize("cls", [Pix2StructExpert, DeplotExpert], ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", [Pix2StructExpert, DeplotExpert], ids=lambda c: c.spec.name)
 def test_pix2struct_family_equals_hf_last_hidden_state_as_a_square_map(cls):
-    config = cls.tiny_config()
+    config = cls.spec.tiny_config
     expert = randomize(cls(config))
     reference = _hf_pix2struct(config)
     reference.load_state_dict(expert.state_dict(), strict=True)
     # a wide unpadded image leaves zero rows, so the key mask matters
     patches = torch.stack(
         [
-            cls.preprocess(random_image(90, 30, seed=1), config, pad_to_square=False),
-            cls.preprocess(random_image(41, 41, seed=2), config),
+            config.image_input()(random_image(90, 30, seed=1), pad_to_square=False),
+            config.image_input()(random_image(41, 41, seed=2)),
         ]
     )
     assert (patches[0].abs().sum(-1) == 0).any()
@@ -229,7 +230,7 @@ def test_pix2struct_max_patches_must_be_a_perfect_square():
 
 
 def test_pix2struct_non_square_token_count_is_an_input_error():
-    expert = Pix2StructExpert(Pix2StructExpert.tiny_config())
+    expert = Pix2StructExpert(Pix2StructExpert.spec.tiny_config)
     with pytest.raises(InputError, match="square"):
         expert(torch.ones(1, 60, 2 + 3 * 8 * 8))
 
@@ -248,7 +249,7 @@ def _hf_patches(image: Image.Image, max_patches: int, patch_size: int) -> torch.
 def test_pix2struct_patches_match_the_hf_processor(size, max_patches, patch_size):
     image = random_image(*size, seed=size[0])
     config = Pix2StructExpertConfig(max_patches=max_patches, patch_size=patch_size)
-    got = Pix2StructExpert.preprocess(image, config, pad_to_square=False)
+    got = config.image_input()(image, pad_to_square=False)
     expected = _hf_patches(image, max_patches, patch_size)
     assert got.dtype == torch.float32
     assert got.shape == expected.shape == (max_patches, 2 + 3 * patch_size**2)
@@ -258,7 +259,7 @@ def test_pix2struct_patches_match_the_hf_processor(size, max_patches, patch_size
 @pytest.mark.parametrize(("side", "grid"), [(28, 44), (35, 44), (30, 45), (672, 45)])
 def test_pix2struct_floor_gives_44_by_44_for_some_square_sizes(side, grid):
     image = random_image(side, side, seed=side)
-    patches = Pix2StructExpert.preprocess(image, Pix2StructExpertConfig())  # max_patches 2025, patch 16
+    patches = Pix2StructExpertConfig().image_input()(image)  # max_patches 2025, patch 16
     real = patches[:, :2].abs().sum(-1) != 0
     assert int(real.sum()) == grid * grid
     assert real[: grid * grid].all() and not patches[grid * grid :].any()
@@ -268,11 +269,11 @@ def test_pix2struct_floor_gives_44_by_44_for_some_square_sizes(side, grid):
 
 def test_pix2struct_preprocess_pads_with_the_clip_mean_colour():
     image = random_image(40, 20, seed=5)
-    config = Pix2StructExpert.tiny_config()
+    config = Pix2StructExpert.spec.tiny_config
     canvas = Image.new("RGB", (40, 40), (122, 116, 104))
     canvas.paste(image, (0, 10))
-    got = Pix2StructExpert.preprocess(image, config)
-    assert torch.equal(got, Pix2StructExpert.preprocess(canvas, config, pad_to_square=False))
+    got = config.image_input()(image)
+    assert torch.equal(got, config.image_input()(canvas, pad_to_square=False))
 
 
 # --- BiomedCLIP ----------------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def _reference_vit(state: dict[str, torch.Tensor], x: torch.Tensor, config) -> t
 
 
 def test_biomedclip_trunk_equals_a_float64_reference_vit():
-    config = BiomedClipExpert.tiny_config()
+    config = BiomedClipExpert.spec.tiny_config
     expert = randomize(BiomedClipExpert(config))
     pixel_values = torch.randn(2, 3, config.image_size, config.image_size)  # no resize at the native size
     with torch.no_grad():
@@ -335,7 +336,7 @@ def test_biomedclip_resize_672_to_224_is_pure_subsampling():
 
 
 def test_biomedclip_head_is_in_the_state_dict_but_unused():
-    expert = randomize(BiomedClipExpert(BiomedClipExpert.tiny_config()))
+    expert = randomize(BiomedClipExpert(BiomedClipExpert.spec.tiny_config))
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         before = expert(pixel_values)
@@ -347,15 +348,15 @@ def test_biomedclip_head_is_in_the_state_dict_but_unused():
 
 
 def _tiny_input(cls, batch: int) -> torch.Tensor:
-    config = cls.tiny_config()
-    if cls.preprocess_key == "pix2struct":
-        return torch.stack([cls.preprocess(random_image(30 + 7 * i, 50, seed=i), config) for i in range(batch)])
+    config = cls.spec.tiny_config
+    if cls.spec.preprocess_key == "pix2struct":
+        return torch.stack([config.image_input()(random_image(30 + 7 * i, 50, seed=i)) for i in range(batch)])
     return torch.randn(batch, 3, config.input_size, config.input_size)
 
 
-@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.spec.name)
 def test_outputs_align_to_the_base_grid(cls):
-    expert = randomize(cls(cls.tiny_config()))
+    expert = randomize(cls(cls.spec.tiny_config))
     with torch.no_grad():
         feature_map = expert(_tiny_input(cls, 2))
     assert feature_map.shape[:2] == (2, expert.out_channels)
@@ -364,9 +365,9 @@ def test_outputs_align_to_the_base_grid(cls):
     assert torch.isfinite(tokens).all()
 
 
-@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERT_CLASSES, ids=lambda c: c.spec.name)
 def test_bfloat16_in_bfloat16_out(cls):
-    expert = randomize(cls(cls.tiny_config())).to(torch.bfloat16)
+    expert = randomize(cls(cls.spec.tiny_config)).to(torch.bfloat16)
     with torch.no_grad():
         out = expert(_tiny_input(cls, 1).to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
@@ -391,7 +392,7 @@ def test_pix2struct_expert_uses_the_float32_softmax_attention():
     from mova.experts.pix2struct import Pix2StructExpert
     from mova.layers.hf_attention import FP32_SOFTMAX
 
-    expert = Pix2StructExpert(Pix2StructExpert.tiny_config())
+    expert = Pix2StructExpert(Pix2StructExpert.spec.tiny_config)
     assert expert.hf_config._attn_implementation == FP32_SOFTMAX
 
 

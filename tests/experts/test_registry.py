@@ -12,11 +12,12 @@ from torch import nn
 
 from mova.checkpoint import released_key_mapper
 from mova.config import RELEASED_EXPERTS, MoVAConfig, expert_configs
-from mova.experts import BASE_PREPROCESS_KEY, EXPERTS, ExpertConfig, VisionExpert
+from mova.experts import BASE_PREPROCESS_KEY, EXPERTS, ExpertConfig, ExpertSpec
+from mova.experts.base import VisionExpert
+from mova.image_inputs import SquareImage, base_input
 from mova.modeling import MoVAModel
 from mova.parameters import parameter_table
 from mova.pretrained import load_model, save_tiny_checkpoint
-from mova.processing import _base_preprocess
 from mova.routing import LETTERS, build_routing_prompt
 
 
@@ -25,20 +26,20 @@ def _tiny_with(names) -> MoVAConfig:
 
 
 def _expert_input(name: str, config: MoVAConfig, image: Image.Image) -> torch.Tensor:
-    cls = EXPERTS[name]
-    if cls.preprocess_key == BASE_PREPROCESS_KEY:  # derives its input from the base tensor in forward
-        return _base_preprocess(image, config)
-    return cls.preprocess(image, config.expert_config(name), pad_to_square=True)
+    if EXPERTS[name].preprocess_key == BASE_PREPROCESS_KEY:  # derives its input from the base tensor in forward
+        return base_input(config.base_encoder)(image)
+    return config.expert_config(name).image_input()(image, pad_to_square=True)
 
 
 @pytest.mark.parametrize("name", list(EXPERTS))
 def test_every_registered_expert_fulfils_the_contract(name):
-    cls = EXPERTS[name]
-    assert cls.name == name and issubclass(cls, VisionExpert)
-    assert cls.routing_description.strip() and cls.description and "\n" not in cls.description
-    tiny = cls.tiny_config()
-    assert isinstance(tiny, cls.config_class)
-    assert cls.config_class.from_dict(json.loads(json.dumps(tiny.to_dict()))) == tiny
+    spec = EXPERTS[name]
+    cls = spec.network_class()
+    assert spec.name == name and issubclass(cls, VisionExpert) and cls.spec is spec
+    assert spec.routing_description.strip() and spec.description and "\n" not in spec.description
+    tiny = spec.tiny_config
+    assert isinstance(tiny, spec.config_class)
+    assert spec.config_class.from_dict(json.loads(json.dumps(tiny.to_dict()))) == tiny
 
     config = _tiny_with([name])
     model = MoVAModel(config).eval()
@@ -54,8 +55,8 @@ def test_every_registered_expert_fulfils_the_contract(name):
     ours = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     mapper = released_key_mapper(config)
     released = mapper.to_released(ours)
-    if cls.legacy_index is not None:
-        assert all(k.startswith(f"model.vision_tower.vision_tower_{cls.legacy_index}.") for k in released)
+    if spec.released:
+        assert all(k.startswith(spec.checkpoint_prefix) for k in released)
     back = dict(pair for name, tensor in released.items() for pair in mapper.to_ours(name, tensor))
     assert sorted(back) == sorted(ours)
     assert all(torch.equal(back[k], ours[k]) for k in ours)
@@ -70,31 +71,32 @@ class _PatchConfig(ExpertConfig):
     patch_size: int = 8
     width: int = 12
 
+    def image_input(self) -> SquareImage:
+        return SquareImage(self.image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+# The least an 8th expert needs: a registry entry (its config and spec) and its network class (one file).
+_PATCHES = ExpertSpec(
+    name="patches",
+    description="a throwaway test expert",
+    routing_description="Patch model: a throwaway expert that only exists in this test.",
+    legacy_index=None,
+    config_class=_PatchConfig,
+    tiny_config=_PatchConfig(),
+    preprocess_key="patches",
+    network=f"{__name__}._PatchExpert",
+)
+
 
 class _PatchExpert(VisionExpert):
-    """A one-convolution expert: the least an 8th expert needs (one file, one registry line)."""
+    """A one-convolution expert."""
 
-    name: ClassVar[str] = "patches"
-    description: ClassVar[str] = "a throwaway test expert"
-    routing_description: ClassVar[str] = "Patch model: a throwaway expert that only exists in this test."
-    legacy_index: ClassVar[int | None] = None
-    config_class: ClassVar[type[ExpertConfig]] = _PatchConfig
-    preprocess_key: ClassVar[str] = "patches"
+    spec: ClassVar[ExpertSpec] = _PATCHES
 
     def __init__(self, config: _PatchConfig) -> None:
         super().__init__(config)
         self.proj = nn.Conv2d(3, config.width, config.patch_size, stride=config.patch_size)
         self.requires_grad_(False)
-
-    @classmethod
-    def tiny_config(cls) -> _PatchConfig:
-        return _PatchConfig()
-
-    @staticmethod
-    def preprocess(image: Image.Image, config: _PatchConfig, *, pad_to_square: bool = True) -> torch.Tensor:
-        data = image.convert("RGB").resize((config.image_size, config.image_size)).tobytes()
-        side = config.image_size
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(side, side, 3).permute(2, 0, 1) / 255.0
 
     @property
     def out_channels(self) -> int:
@@ -109,7 +111,7 @@ def test_an_eighth_expert_leaves_the_released_model_alone_and_can_be_enabled(mon
     before_prompt = build_routing_prompt(MoVAConfig.from_name("mova-8b").enabled_experts)
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny", layout="released")  # written with the 7 experts
 
-    monkeypatch.setitem(EXPERTS, _PatchExpert.name, _PatchExpert)  # appended: letter H
+    monkeypatch.setitem(EXPERTS, _PATCHES.name, _PATCHES)  # appended: letter H
     assert list(EXPERTS)[-1] == "patches" and len(EXPERTS) == 8
 
     released = MoVAConfig.from_name("mova-8b")
@@ -123,8 +125,8 @@ def test_an_eighth_expert_leaves_the_released_model_alone_and_can_be_enabled(mon
     assert list(model.experts) == [*RELEASED_EXPERTS, "patches"]
     assert model.adapter.num_experts == 8 and all(block.gate[-1].out_features == 8 for block in model.adapter.blocks)
     prompt = build_routing_prompt(config.enabled_experts)
-    assert f"{LETTERS[7]}. {_PatchExpert.routing_description}\n" in prompt
-    assert prompt.replace(f"{LETTERS[7]}. {_PatchExpert.routing_description}\n", "") == before_prompt
+    assert f"{LETTERS[7]}. {_PATCHES.routing_description}\n" in prompt
+    assert prompt.replace(f"{LETTERS[7]}. {_PATCHES.routing_description}\n", "") == before_prompt
     image = Image.new("RGB", (48, 40), (10, 200, 90))
     tokens = model.encode_expert("patches", _expert_input("patches", config, image).unsqueeze(0))
     assert tokens.shape == (1, config.adapter.grid_size**2, 12) and torch.isfinite(tokens).all()
@@ -132,3 +134,4 @@ def test_an_eighth_expert_leaves_the_released_model_alone_and_can_be_enabled(mon
 
 def test_the_released_experts_are_the_release_towers_in_letter_order():
     assert [EXPERTS[name].legacy_index for name in RELEASED_EXPERTS] == list(range(1, 8))
+    assert RELEASED_EXPERTS == ("dinov2", "vary_sam_b", "codetr", "pix2struct", "deplot", "biomedclip", "sam_h")

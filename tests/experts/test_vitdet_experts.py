@@ -17,7 +17,8 @@ from torch import nn
 from mova.constants import CLIP_MEAN, CLIP_STD
 from mova.errors import ConfigError, InputError
 from mova.experts.base import VisionExpert
-from mova.experts.codetr import CodetrExpert, CodetrExpertConfig
+from mova.experts.codetr import CodetrExpert
+from mova.experts.registry import CodetrExpertConfig
 from mova.experts.sam_h import SamHExpert
 from mova.experts.vary_sam_b import VarySamBExpert
 from mova.layers.norms import LayerNorm2d
@@ -260,20 +261,20 @@ RELEASE = {  # name -> (legacy index, out channels, output map side) from spec 2
 TINY_SIDE = {"vary_sam_b": 4, "codetr": 7, "sam_h": 8}
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_class_attributes_follow_the_release(cls):
     assert issubclass(cls, VisionExpert)
-    assert cls.routing_description == ROUTING_SENTENCES[cls.name]
-    assert cls.legacy_index == RELEASE[cls.name][0]
-    assert cls.preprocess_key == "high_res"
+    assert cls.spec.routing_description == ROUTING_SENTENCES[cls.spec.name]
+    assert cls.spec.legacy_index == RELEASE[cls.spec.name][0]
+    assert cls.spec.preprocess_key == "high_res"
     assert cls.KEY_RULES == ()
-    assert cls.description and "\n" not in cls.description
+    assert cls.spec.description and "\n" not in cls.spec.description
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_tiny_forward_shape_dtype(cls):
-    expert = _randomize(cls(cls.tiny_config())).eval()
-    side = TINY_SIDE[cls.name]
+    expert = _randomize(cls(cls.spec.tiny_config)).eval()
+    side = TINY_SIDE[cls.spec.name]
     out = expert(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, expert.out_channels, side, side) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -330,23 +331,23 @@ def _expected_release_names(name):
     return rows
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_real_config_names_and_shapes_match_the_release(cls):
     with torch.device("meta"):
-        expert = cls(cls.config_class())
-    prefix = f"model.vision_tower.vision_tower_{cls.legacy_index}."
+        expert = cls(cls.spec.config_class())
+    prefix = f"model.vision_tower.vision_tower_{cls.spec.legacy_index}."
     ours = {prefix + k: tuple(v.shape) for k, v in expert.state_dict().items()}
-    assert ours == {prefix + k: v for k, v in _expected_release_names(cls.name).items()}
-    _, channels, side = RELEASE[cls.name]
+    assert ours == {prefix + k: v for k, v in _expected_release_names(cls.spec.name).items()}
+    _, channels, side = RELEASE[cls.spec.name]
     assert expert.out_channels == channels
     assert expert(torch.empty(1, 3, 1024, 1024, device="meta")).shape == (1, channels, side, side)
 
     assert ours == released_rows(prefix)
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_tiny_forward_matches_float64_reference(cls):
-    expert = _randomize(cls(cls.tiny_config())).eval()
+    expert = _randomize(cls(cls.spec.tiny_config)).eval()
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         out = expert(pixels)
@@ -354,7 +355,7 @@ def test_tiny_forward_matches_float64_reference(cls):
 
 
 def test_wrong_input_size_is_an_input_error():
-    expert = SamHExpert(SamHExpert.tiny_config())
+    expert = SamHExpert(SamHExpert.spec.tiny_config)
     with pytest.raises(InputError, match="48x48 px.*64x64"):
         expert(torch.zeros(1, 3, 48, 48))
 
@@ -368,18 +369,18 @@ CONFIG_FIELDS = {  # the field names the presets and saved config.json files car
 }
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_config_fields_defaults_and_json_round_trip(cls):
-    real = cls.config_class()
+    real = cls.spec.config_class()
     values = real.to_dict()
-    assert set(values) == CONFIG_FIELDS["common"] | CONFIG_FIELDS[cls.name]
+    assert set(values) == CONFIG_FIELDS["common"] | CONFIG_FIELDS[cls.spec.name]
     assert (values["image_size"], values["patch_size"], values["neck_chans"]) == (1024, 16, 256)
     assert values["norm_eps"] == values["neck_norm_eps"] == 1e-6
     assert values["image_mean"] == list(CLIP_MEAN) and values["image_std"] == list(CLIP_STD)
-    for config in (real, cls.tiny_config()):
-        assert cls.config_class.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for config in (real, cls.spec.tiny_config):
+        assert cls.spec.config_class.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ConfigError, match="unknown keys.*neck_channels"):
-        cls.config_class.from_dict({**values, "neck_channels": 8})
+        cls.spec.config_class.from_dict({**values, "neck_channels": 8})
 
 
 # --- 2. windowed attention with padding and decomposed rel-pos (SAM) ------------------------------
@@ -387,7 +388,7 @@ def test_config_fields_defaults_and_json_round_trip(cls):
 
 @pytest.mark.parametrize("block", [0, 1], ids=["windowed_padded", "global"])
 def test_sam_block_matches_explicit_windows_and_relpos(block):
-    expert = _randomize(SamHExpert(SamHExpert.tiny_config()))
+    expert = _randomize(SamHExpert(SamHExpert.spec.tiny_config))
     cfg = expert.config
     assert (block in cfg.global_attn_indexes) == (block == 1) and 8 % cfg.window_size  # 8x8 grid, windows of 3 pad
     x = torch.randn(2, 8, 8, cfg.embed_dim)
@@ -401,7 +402,7 @@ def test_sam_block_matches_explicit_windows_and_relpos(block):
 
 @pytest.mark.parametrize("block", [0, 1], ids=["windowed_padded", "global"])
 def test_codetr_block_matches_explicit_rope_attention(block):
-    expert = _randomize(CodetrExpert(CodetrExpert.tiny_config()))
+    expert = _randomize(CodetrExpert(CodetrExpert.spec.tiny_config))
     cfg = expert.config
     assert (block in cfg.global_attn_indexes) == (block == 1) and 10 % cfg.window_size  # 10x10 grid, windows of 3 pad
     x = torch.randn(2, 10, 10, cfg.embed_dim)
@@ -432,7 +433,7 @@ def test_codetr_rope_tables_follow_the_formula():
     assert win.freqs_cos[5 * 16 + 7, 0].item() == pytest.approx(math.cos(5.0), abs=1e-5)
     assert win.freqs_sin[5 * 16 + 7, 34].item() == pytest.approx(math.sin(7 * theta(1)), abs=1e-5)
 
-    tiny = CodetrExpert(CodetrExpert.tiny_config())
+    tiny = CodetrExpert(CodetrExpert.spec.tiny_config)
     cfg = tiny.config
     hd = cfg.embed_dim // cfg.num_heads
     for rope, side in ((tiny.rope_win, cfg.window_size), (tiny.rope_glb, cfg.input_size // cfg.patch_size)):
@@ -444,9 +445,9 @@ def test_codetr_rope_tables_follow_the_formula():
 # --- 4. neck and resizes ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", EXPERTS, ids=lambda c: c.spec.name)
 def test_neck_matches_explicit_layernorm2d(cls):
-    expert = _randomize(cls(cls.tiny_config()))
+    expert = _randomize(cls(cls.spec.tiny_config))
     x = torch.randn(2, expert.config.embed_dim, 5, 6) * 3 + 1
     with torch.no_grad():
         out = expert.neck(x)
@@ -484,7 +485,7 @@ def test_codetr_resizes_at_release_sizes():
 
 
 def test_codetr_blocks_share_the_rope_tables():
-    expert = CodetrExpert(CodetrExpert.tiny_config())
+    expert = CodetrExpert(CodetrExpert.spec.tiny_config)
     glob = expert.config.global_attn_indexes
     for i, block in enumerate(expert.blocks):
         assert block.attn.rope is (expert.rope_glb if i in glob else expert.rope_win)
@@ -503,7 +504,7 @@ def test_codetr_blocks_share_the_rope_tables():
     # a strict, assign=True load into a meta-built expert (the loader's path) keeps the sharing
     full = {k: v.clone() for k, v in expert.state_dict().items()}
     with torch.device("meta"):
-        fresh = CodetrExpert(CodetrExpert.tiny_config())
+        fresh = CodetrExpert(CodetrExpert.spec.tiny_config)
     fresh.load_state_dict(full, strict=True, assign=True)
     assert fresh.blocks[0].attn.rope is fresh.rope_win
     assert torch.equal(fresh.blocks[0].attn.rope.freqs_cos, new_table)
@@ -513,10 +514,11 @@ def test_codetr_blocks_share_the_rope_tables():
 
 
 def test_high_res_preprocess_is_shared_and_pads_with_the_mean_colour():
-    assert VarySamBExpert.preprocess is SamHExpert.preprocess is CodetrExpert.preprocess
-    cfg = SamHExpert.tiny_config()  # 64 px
+    inputs = [cls.spec.tiny_config.image_input() for cls in EXPERTS]  # equal sizes and colours: one tensor
+    assert inputs[0] == inputs[1] == inputs[2]
+    cfg = SamHExpert.spec.tiny_config  # 64 px
     image = Image.new("RGB", (40, 20), (200, 30, 90))  # landscape: padded above and below
-    out = SamHExpert.preprocess(image, cfg)
+    out = cfg.image_input()(image)
     assert out.shape == (3, 64, 64) and out.dtype == torch.float32
     mean, std = torch.tensor(CLIP_MEAN)[:, None], torch.tensor(CLIP_STD)[:, None]
     pad = (torch.tensor([122.0, 116.0, 104.0])[:, None] / 255 - mean) / std
