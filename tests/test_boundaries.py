@@ -39,6 +39,7 @@ TORCH_FREE = {
     "mova.model_names",
     "mova.requests",
     "mova.routing",
+    "mova.schema_closing",
     *DESCRIPTIONS,
 } | {
     f"mova.batch{suffix}"

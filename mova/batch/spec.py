@@ -30,7 +30,7 @@ from ..model_names import closest_model
 from ..routing import ExpertChoice, parse_expert_choice
 from .distributed import World
 from .errors import UsageError
-from .jobs import PageSelection, Shard, parse_pages, parse_shard
+from .jobs import PageSelection, Shard, load_prompts, parse_pages, parse_shard
 from .output_checks import check_output
 from .records import COMPACT_FIELDS, parse_fields
 
@@ -193,10 +193,22 @@ def resolve(spec: AskSpec, world: World) -> AskSpec:
     _check_exclusive(spec)  # the options among themselves first, then what they name on disk
     _check_model(spec.model)
     _check_inputs_exist(spec.paths)
-    check_output(spec.output, inputs=spec.input_files())
+    check_output(spec.output, inputs=[*spec.input_files(), *_files_named_by_prompts(spec)])
     if world.distributed and spec.output == STDOUT:
         raise UsageError("a launched run writes one part file per process: give -o FILE")
     return _check_placement(_check_ray(spec, world), world)
+
+
+def _files_named_by_prompts(spec: AskSpec) -> list[str]:
+    """The inputs that ``--prompts`` lines name (read here too: an output that is one of them is refused before
+    the output is locked); none unless the output exists, for only an existing file can be an input."""
+    if spec.prompts is None or spec.output == STDOUT or not Path(spec.output).exists():
+        return []
+    try:
+        prompts, _ = load_prompts(spec.prompts, image_folder=spec.image_folder)
+    except OSError:
+        return []  # planning says why the file cannot be read
+    return [prompt.file_path for prompt in prompts if prompt.file_path is not None]
 
 
 def _check_model(name: str) -> None:

@@ -74,6 +74,19 @@ def test_an_output_found_in_an_input_folder_is_refused_before_anything_is_writte
     assert (sorted(path.name for path in docs.iterdir()), page.read_bytes()) == before  # no lock, no plan
 
 
+def test_an_output_that_a_prompts_line_names_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    engine = stub_engine.install(monkeypatch)
+    images = distinct_pages(tmp_path / "images", 2)
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text('{"id": "x", "prompt": "q", "file": "p1.png"}\n')
+    before = sorted(path.name for path in images.iterdir()), (images / "p1.png").read_bytes()
+    options = ["--prompts", str(prompts), "--image-folder", str(images), *FAST, "-o", str(images / "p1.png")]
+    result = invoke(["ask", *options])
+    assert result.exit_code == 2 and "is also an input of this run" in result.stderr
+    assert "repair" not in result.stderr and engine.requests == []
+    assert (sorted(path.name for path in images.iterdir()), (images / "p1.png").read_bytes()) == before
+
+
 def test_a_file_of_another_kind_is_refused_without_quoting_it(tmp_path, monkeypatch):
     stub_engine.install(monkeypatch)
     docs = distinct_pages(tmp_path / "data", 1)
