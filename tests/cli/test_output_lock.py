@@ -1,5 +1,6 @@
 """One writer per output: a second run (or merge) on an output another run is writing stops at once."""
 
+import fcntl
 import json
 import os
 import signal
@@ -102,22 +103,22 @@ def test_a_run_that_opened_the_lock_file_as_its_holder_removed_it_takes_a_new_on
     """The race that removing lock files opens: the second run opens the file, the holder ends (removing
     it), the second run's flock then succeeds on the removed file. That must not count as holding it
     (a third run would lock a new file under the same name): the second run takes a new file."""
-    import filelock._native._unix as unix  # the flock call filelock makes after opening the file
-
     out = tmp_path / "out.jsonl"
     first = ExitStack()
     first.enter_context(hold_output(out, purpose="first"))
-    flock = unix.lock_fd_nonblocking
-    links = []  # the links of the file each flock call locked
+    flock = fcntl.flock  # what filelock calls on the file it opened (every filelock 4 release)
+    links = []  # the links of the file each locking call locked
 
-    def holder_ends_first(fd):
+    def holder_ends_first(fd, operation):
+        if not operation & fcntl.LOCK_EX:
+            return flock(fd, operation)  # an unlock
         if not links:
             first.close()
-        taken = flock(fd)
+        taken = flock(fd, operation)
         links.append(os.fstat(fd).st_nlink)
         return taken
 
-    monkeypatch.setattr(unix, "lock_fd_nonblocking", holder_ends_first)
+    monkeypatch.setattr(fcntl, "flock", holder_ends_first)
     with hold_output(out, purpose="second"):
         assert links[0] == 0 and links[-1] == 1  # first the first run's file, removed; at last a new one
         assert "(second, since" in lock_path(out).read_text()

@@ -64,6 +64,12 @@ def _ask(docs: Path, out: Path, address: str, *extra: str) -> list[str]:
     return _mova("ask", str(docs), "-p", "What is it?", *MODEL, "-q", "-o", str(out), "--ray", address, *extra)
 
 
+def _started(docs: Path, out: Path, address: str) -> subprocess.Popen:
+    """A run on one replica, one page per call: slow enough to be interrupted mid-way."""
+    command = _ask(docs, out, address, "--replicas", "1", "-b", "1")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def _records(out: Path) -> list[dict]:
     data = out.read_bytes()
     assert data.endswith(b"\n"), "torn last line"
@@ -105,9 +111,7 @@ def test_two_replicas_write_the_one_process_records_once_each(docs, one_process,
 
 def test_a_killed_replica_is_replaced_and_every_item_is_written_once(docs, one_process, address, tmp_path):
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(
-        _ask(docs, out, address, "--replicas", "1", "-b", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = _started(docs, out, address)
     try:
         _wait_for_lines(out, 2, process)
         replicas = _replicas()
@@ -122,9 +126,7 @@ def test_a_killed_replica_is_replaced_and_every_item_is_written_once(docs, one_p
 
 def test_a_sigkilled_driver_resumes_with_only_what_is_missing(docs, one_process, address, tmp_path):
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(
-        _ask(docs, out, address, "--replicas", "1", "-b", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = _started(docs, out, address)
     try:
         _wait_for_lines(out, 3, process)
         process.send_signal(signal.SIGKILL)
@@ -146,9 +148,7 @@ def test_a_sigkilled_driver_resumes_with_only_what_is_missing(docs, one_process,
 
 def test_sigterm_on_the_driver_stops_the_replicas_and_keeps_whole_records(docs, address, tmp_path):
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen(
-        _ask(docs, out, address, "--replicas", "1", "-b", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = _started(docs, out, address)
     try:
         _wait_for_lines(out, 2, process)
         process.send_signal(signal.SIGTERM)
