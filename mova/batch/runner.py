@@ -8,7 +8,7 @@ writes nothing: it plans (no resume), opens the model and yields the same record
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -107,11 +107,10 @@ def ask(
     spec = resolve(spec, World())
     observer = observer or LogObserver()
     outputs = output_set(STDOUT, spec.shard, World())
-    workers = default_workers() if spec.workers is None else spec.workers
     with ExitStack() as stack:
         folder = stack.enter_context(offload_dir(spec))
         settings = ModelSettings.from_spec(spec, offload_dir=folder)
-        prefetcher = stack.enter_context(Prefetcher(workers=workers, timeout=spec.timeout)) if workers else None
+        prefetcher = stack.enter_context(_readers(spec))
         run_plan = plan(spec, outputs, model_id=settings.model_id, prefetcher=prefetcher)
         summary = _summary(run_plan)
         observer.started(RunStart(run_plan.run_id, len(run_plan.todo.jobs), run_plan.skipped, run_plan.passed_over))
@@ -170,15 +169,13 @@ def _plan_and_answer(
 ) -> Merged | None:
     """Plan, tidy, answer this process's share, and (rank 0) merge the parts (None: no parts) or put the
     output in plan order."""
-    workers = default_workers() if spec.workers is None else spec.workers
     with ExitStack() as stack:
         group = stack.enter_context(distributed.ProcessGroup()) if world.distributed else None
         if not spec.dry_run:
             stack.enter_context(hold_outputs(outputs.locked(), purpose="mova ask"))
         folder = stack.enter_context(offload_dir(spec))
         report.settings = ModelSettings.from_spec(spec, offload_dir=folder)
-        pool = Prefetcher(workers=workers, timeout=spec.timeout) if workers else nullcontext()
-        with pool as prefetcher:
+        with _readers(spec) as prefetcher:
             report.run = plan(spec, outputs, model_id=report.settings.model_id, prefetcher=prefetcher)
             if spec.dry_run:
                 return None
@@ -196,6 +193,12 @@ def _plan_and_answer(
         if merged is None:
             put_in_plan_order(outputs, report.run.jobs)
         return merged
+
+
+def _readers(spec: AskSpec) -> AbstractContextManager[Prefetcher | None]:
+    """The run's reader processes (``workers``, default ``default_workers()``); None: read in this process."""
+    workers = default_workers() if spec.workers is None else spec.workers
+    return Prefetcher(workers=workers, timeout=spec.timeout) if workers else nullcontext()
 
 
 def _summary(run_plan: RunPlan) -> Summary:
