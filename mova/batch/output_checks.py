@@ -71,6 +71,7 @@ def check_output(output: str, *, inputs: Iterable[str] = (), option: str = "-o")
         option: how the user named the output, for messages.
 
     Raises:
+        UsageError: the output is an input, a system path, not a regular file, or a file mova did not write.
         SetupError: the output's folder is missing or not writable.
     """
 

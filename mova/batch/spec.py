@@ -247,6 +247,8 @@ def _check_exclusive(spec: AskSpec) -> None:
             logger.warning(
                 "-p %s asks the question %r; to read prompts from that file use %s %s", text, text, flag, text
             )
+    if any(not text.strip() for text in spec.prompt):
+        raise UsageError("-p/--prompt: a question is empty; give the text to ask")
     if not (spec.prompt or spec.prompt_file or spec.prompts):
         raise UsageError("nothing to ask: give -p/--prompt, --prompt-file FILE or --prompts FILE")
     if spec.quantize is not None and spec.quantize not in QUANT_MODES:

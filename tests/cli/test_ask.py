@@ -377,6 +377,15 @@ def test_an_empty_prompts_file_is_named_as_holding_no_prompt(tmp_path, monkeypat
     assert f"--prompts {empty}: the file holds no prompt" in result.stderr
 
 
+@pytest.mark.parametrize("question", ["", "   "])
+def test_an_empty_question_is_a_usage_error(tmp_path, monkeypatch, question):
+    engine = stub_engine.install(monkeypatch)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    result = invoke(["ask", str(tmp_path / "a.png"), "-p", "q", "-p", question, *FAST])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "a question is empty" in result.stderr and engine.requests == []
+
+
 def test_unwritable_output_is_a_setup_error_before_any_work(tmp_path, monkeypatch):
     engine = stub_engine.install(monkeypatch)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
