@@ -140,7 +140,9 @@ def test_import_cli_main_pulls_no_heavy_dependency():
     assert library <= TORCH_FREE, sorted(library - TORCH_FREE)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["experts", "--help"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["ask", "--help"], ["experts", "--help"], ["experts", "--json"], ["--version"]]
+)
 def test_help_runs_without_torch(args):
     code = (
         "import sys\nfrom mova_cli.main import cli\n"

@@ -30,7 +30,8 @@ class VisionExpert(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        raise NotImplementedError
+        """The width of ``forward``'s feature map, as the config says."""
+        return self.config.out_channels
 
     def reset_buffers(self, device: torch.device | str) -> None:
         """Recreate non-persistent buffers after a meta-device build (default: none)."""

@@ -111,10 +111,6 @@ class BiomedClipExpert(VisionExpert):
         # NOTE: open_clip's TimmModel.forward skips the head; the weight is only in the checkpoint.
         self.head = ProjectionHead(config.hidden_size, config.projection_dim)
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.hidden_size
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) CLIP-normalised -> (B, C, h, w), h = w = image_size / patch_size (14)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:

@@ -33,10 +33,6 @@ class CodetrExpert(ViTDetEncoder, VisionExpert):
             config=config,
         )
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.neck_chans
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values: (B, 3, S, S), normalised -> (B, neck_chans, output_grid, output_grid) in the module's dtype."""
         dtype = self.pos_embed.dtype

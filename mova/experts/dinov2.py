@@ -54,10 +54,6 @@ class Dinov2Expert(VisionExpert):
         self.layernorm = model.layernorm  # NOTE: unused (features are taken before it); kept for the checkpoint
         self.num_layers_used = config.select_layer % (config.num_hidden_layers + 1)
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.hidden_size
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) DINO-normalised -> (B, C, h, w), h = w = resize_to / patch_size (37 for the release)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:

@@ -45,10 +45,6 @@ class Pix2StructExpert(VisionExpert):
         self.layernorm = model.layernorm
         self.hf_config = hf_config
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.hidden_size
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, N, 2 + 3 * patch**2) flattened patches -> (B, C, sqrt(N), sqrt(N))."""
         width = 2 + 3 * self.config.patch_size**2

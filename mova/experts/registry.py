@@ -11,6 +11,7 @@ on never move, and it has no ``legacy_index``, so the presets (the release's exp
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, UnknownExpertError
@@ -84,6 +85,8 @@ DINOV2 = ExpertSpec(
 class HighResExpertConfig(ViTDetConfig, ExpertConfig):
     """Base of the configs of the three ViTDet experts, which share one preprocessed 1024 px tensor."""
 
+    channels_field: ClassVar[str] = "neck_chans"
+
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
 
@@ -101,6 +104,8 @@ class HighResExpertConfig(ViTDetConfig, ExpertConfig):
 @dataclass(frozen=True)
 class VarySamBExpertConfig(HighResExpertConfig):
     """Vary's SAM ViT-B; defaults are the MoVA-8B release (spec 4.3)."""
+
+    channels_field: ClassVar[str] = "net_2_chans"
 
     embed_dim: int = 768
     depth: int = 12

@@ -20,10 +20,6 @@ class SamHExpert(ViTDetEncoder, VisionExpert):
     def __init__(self, config: SamHExpertConfig) -> None:
         super().__init__(arch=config, config=config)
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.neck_chans
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values: (B, 3, S, S), normalised -> (B, neck_chans, S/16, S/16) in the module's dtype."""
         return super().forward(pixel_values.to(self.pos_embed.dtype))

@@ -7,7 +7,7 @@ expert's network class (``ExpertSpec.network_class``), the one part that needs t
 
 import importlib
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 
@@ -23,6 +23,13 @@ BASE_PREPROCESS_KEY = "clip"
 @dataclass(frozen=True)
 class ExpertConfig:
     """Base of the per-expert config dataclasses; fields are the expert's architecture and input size."""
+
+    channels_field: ClassVar[str] = "hidden_size"  # the field that is the width of the expert's feature map
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the expert's feature map (what the adapter fuses), known without building the network."""
+        return getattr(self, self.channels_field)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExpertConfig":

@@ -24,10 +24,6 @@ class VarySamBExpert(ViTDetEncoder, VisionExpert):
         # NOTE: Vary adds this conv (no norm, no activation); its net_3 is not part of MoVA.
         self.net_2 = nn.Conv2d(config.neck_chans, config.net_2_chans, kernel_size=3, stride=2, padding=1, bias=False)
 
-    @property
-    def out_channels(self) -> int:
-        return self.config.net_2_chans
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values: (B, 3, S, S), normalised -> (B, net_2_chans, S/32, S/32) in the module's dtype."""
         x = super().forward(pixel_values.to(self.pos_embed.dtype))
