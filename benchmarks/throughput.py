@@ -3,9 +3,10 @@
     python benchmarks/throughput.py [--pages 32] [--prompts 4] [--batch-size 8] [--max-new-tokens 16]
                                     [--rounds 3] [--experts vary_sam_b,pix2struct]
 
-(a) reference-style: the flow of spec section 1, one (page, prompt) pair at a time, written here from
-    the model's public pieces and independent of the engine: CLIP per pair; BERT and the adapter in
-    each pass; the routing pass; the chosen experts; the answer pass; full prompts, no shared prefix.
+(a) reference-style: the reference's flow (docs/reference.md, The two passes), one (page, prompt) pair
+    at a time, written here from the model's public pieces and independent of the engine: CLIP per
+    pair; BERT and the adapter in each pass; the routing pass; the chosen experts; the answer pass;
+    full prompts, no shared prefix.
 (b) the engine at --batch-size with its reuse.
 Each mode runs in its own subprocess (so peak RSS is its own); the modes alternate for --rounds rounds
 and the ratio uses each mode's best round (noise on a shared VM only ever adds time). The outputs of
@@ -78,7 +79,7 @@ def engine_outputs(engine, requests) -> list:
 
 
 def reference_pair(loaded, request) -> list:
-    """One pair the way the reference runs it (spec section 1), with nothing kept for the next pair."""
+    """One pair the way the reference runs it, with nothing kept for the next pair."""
     import torch
 
     from mova.experts import BASE_PREPROCESS_KEY

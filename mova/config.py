@@ -19,14 +19,18 @@ CONFIG_FILE = "mova_config.json"
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """The MoV-Adapter (upstream ``MoVAdapter``): expert fusion, downsampling, projection to the LLM."""
+    """The MoV-Adapter (upstream ``MoVAdapter``): expert fusion, downsampling, projection to the LLM.
 
-    grid_size: int = 48  # [I] upstream image_feat_size (spec 4): the base grid is grid_size x grid_size tokens
-    num_layers: int = 3  # [I] upstream num_projector_layers, the adapter's default
+    The defaults are mova-8b's; grid_size, num_layers, top_k and num_routing_tokens are expected values,
+    not read from the release (docs/reference.md, The released layout).
+    """
+
+    grid_size: int = 48  # upstream image_feat_size: the base grid is grid_size x grid_size tokens
+    num_layers: int = 3  # upstream num_projector_layers, the adapter's default
     num_heads: int = 16  # head dim 64, as upstream's Attention
     mlp_hidden_size: int = 2730  # SwiGLU hidden: int(1024 * 4 * 2 / 3)
-    top_k: int = 3  # upstream topk_experts [I in the spec: expected 3]
-    num_routing_tokens: int = 144  # routing-pass tokens after pooling [I: expected 144]
+    top_k: int = 3  # upstream topk_experts
+    num_routing_tokens: int = 144  # routing-pass tokens after pooling
     layer_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     # NOTE: timm swaps MoVA's LayerNorm2d (eps 1e-6) for LayerNormAct2d with eps 1e-5 in the RegStage.
@@ -67,7 +71,7 @@ class MoVAConfig:
     adapter: AdapterConfig
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     conv_template: str = "mova_llama3"
-    image_aspect_ratio: str = "pad"  # [I] upstream LLaVA-1.5 convention: pad to square with the mean colour
+    image_aspect_ratio: str = "pad"  # upstream LLaVA-1.5 convention: pad to square with the mean colour
     eos_token: str = "<|eot_id|>"  # NOTE: upstream stops only on <|eot_id|> (builder.py eos fix)
     name: str = "custom"
 
@@ -138,7 +142,8 @@ class MoVAConfig:
 
 # --- presets --------------------------------------------------------------------------------------
 
-# Source: meta-llama/Meta-Llama-3-8B config.json (via spec section 6); release vocab 128256 [I, spec 15 #7].
+# Source: meta-llama/Meta-Llama-3-8B config.json; the release is expected to keep vocab 128256 (its config.json
+# and embed_tokens shape decide).
 _LLAMA3_8B = {
     "vocab_size": 128256,
     "hidden_size": 4096,
@@ -155,7 +160,7 @@ _LLAMA3_8B = {
     "eos_token_id": 128001,
 }
 
-# Source: openai/clip-vit-large-patch14-336 vision config, built at 672 px (spec 4.1).
+# Source: openai/clip-vit-large-patch14-336 vision config, built at 672 px.
 _CLIP_L14_672 = {
     "hidden_size": 1024,
     "intermediate_size": 4096,
@@ -165,10 +170,10 @@ _CLIP_L14_672 = {
     "image_size": 672,
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5,
-    "select_layer": -2,  # [I] mm_vision_select_layer
+    "select_layer": -2,  # mm_vision_select_layer
 }
 
-# Source: bert-large-uncased config.json (spec 5.2).
+# Source: bert-large-uncased config.json.
 _BERT_LARGE = {
     "vocab_size": 30522,
     "hidden_size": 1024,

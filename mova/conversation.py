@@ -57,11 +57,11 @@ class ConversationTemplate:
         return "".join(parts)
 
 
-# Source: conv_mova_llama3 in upstream mova/conversation.py (spec 2.1).
+# Source: conv_mova_llama3 in upstream mova/conversation.py.
 MOVA_LLAMA3 = ConversationTemplate(
     name="mova_llama3",
     # NOTE: the template text itself starts with <|begin_of_text|>, and the Llama-3 tokenizer adds
-    # another one; upstream feeds both (double BOS, spec 2.3), so it stays in the text.
+    # another one; upstream feeds both (double BOS, docs/reference.md), so it stays in the text.
     system_header="<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n",
     system_message=(
         "You are a helpful language and vision assistant. You are able to understand the visual content that "

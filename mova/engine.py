@@ -300,7 +300,7 @@ class Engine:
 
         NOTE: with every expert off, the adapter never uses the question (the gate's output is scaled
         by 0), so this output depends on the page only. The routing pass uses it pooled; an answer
-        with no expert routed uses it as is (spec 1.2: "exactly this computation").
+        with no expert routed uses it as is (docs/reference.md, The two passes).
         """
         pending = [item for item in items if self._page(item).plain_tokens is None]
         pages = self._unique_pages(pending)

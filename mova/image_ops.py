@@ -1,10 +1,11 @@
 """Image preprocessing of the MoVA reference, re-implemented with PIL, numpy and torch.
 
-The reference (spec section 3) feeds its encoders through Hugging Face image processors of
-transformers 4.37: ``CLIPImageProcessor`` (CLIP 672 px and, [I], the 1024-px high-resolution input),
-``BitImageProcessor`` (DINOv2 672 px) and ``Pix2StructImageProcessor`` (flattened patches). The two
-functions ``clip_style_transform`` and ``pix2struct_patches`` reproduce their arithmetic step by step,
-so the tensors match those processors bit for bit (tests compare them with the HF PIL backends).
+The reference feeds its encoders through Hugging Face image processors of transformers 4.37:
+``CLIPImageProcessor`` (CLIP 672 px and, presumably, the 1024-px high-resolution input; see
+docs/reference.md, Preprocessing), ``BitImageProcessor`` (DINOv2 672 px) and ``Pix2StructImageProcessor``
+(flattened patches). The two functions ``clip_style_transform`` and ``pix2struct_patches`` reproduce
+their arithmetic step by step, so the tensors match those processors bit for bit (tests compare them
+with the HF PIL backends).
 Images are padded to a square in the processor's mean colour first, as LLaVA-1.5's ``expand2square``.
 """
 
@@ -196,7 +197,7 @@ def pix2struct_patches(
 
     Args:
         image: a PIL image of any mode.
-        max_patches: output rows; 2025 (45x45) for the release [I].
+        max_patches: output rows; 2025 (45x45) for the release, inferred (docs/reference.md, Preprocessing).
         patch_size: patch side in pixels (16).
         pad_to_square: the reference's ``image_aspect_ratio == "pad"``.
         pad_fill: pad colour; upstream uses the CLIP mean colour (122, 116, 104).

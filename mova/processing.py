@@ -63,7 +63,7 @@ class MoVAProcessor:
         return tokenize_with_image(build_prompt(routed, self.config.conv_template), self.tokenizer, IMAGE_TOKEN_INDEX)
 
     def text_inputs(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """BERT input ids and attention mask (B, T) for the question encoder (spec 5.2)."""
+        """BERT input ids and attention mask (B, T) for the question encoder."""
         encoded = self.text_tokenizer(
             [bert_text(q) for q in questions],
             padding="longest",

@@ -155,7 +155,7 @@ def bert_text(question: str) -> str:
 
 def decode_generated(tokenizer, token_ids: Sequence[int]) -> str:
     """Generated ids -> the text the reference writes: ``decode(ids, skip_special_tokens=True).strip()``
-    under transformers 4.37 (spec 1), which cleans up tokenization spaces first when the tokenizer's
+    under transformers 4.37, which cleans up tokenization spaces first when the tokenizer's
     ``clean_up_tokenization_spaces`` is set (Llama-3's tokenizer_config.json sets it): " ." -> ".",
     " ," -> ",", " 's" -> "'s", " n't" -> "n't", ... (:data:`CLEAN_UP_REPLACEMENTS`, in that order).
 

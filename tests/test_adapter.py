@@ -125,7 +125,7 @@ def test_encode_text_is_cls_with_zero_token_types_and_ignores_padding():
 
 
 def _reference_attention(attention: AdapterAttention, x, value, grid: int, theta: float) -> torch.Tensor:
-    """Spec 5.3 in float64, element by element: per-token angles r*θ_i / c*θ_i on rotated pairs."""
+    """The adapter attention in float64, element by element: per-token angles r*θ_i / c*θ_i on rotated pairs."""
     x, value = x.double(), value.double()
     heads = attention.num_heads
     d = x.shape[-1] // heads

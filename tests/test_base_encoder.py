@@ -126,7 +126,7 @@ def test_preprocess_pads_with_the_clip_mean_colour_then_matches_hf(size):
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     got = base_input(TINY)(image)
     assert got.shape == (3, 64, 64) and got.dtype == torch.float32
-    # independent padding: the spec's colour (122, 116, 104), original centred
+    # independent padding: the CLIP mean colour (122, 116, 104), original centred
     side = max(size)
     canvas = Image.new("RGB", (side, side), (122, 116, 104))
     canvas.paste(image, ((side - size[0]) // 2, (side - size[1]) // 2))

@@ -54,7 +54,7 @@ def test_inconsistent_grid_and_routing_tokens_are_rejected():
 
 
 def _released_8b() -> dict:
-    """The fields the released config.json is expected to carry (spec 15), written out by hand."""
+    """The fields the released config.json is expected to carry, written out by hand."""
     return {
         "architectures": ["MovaLlamaForCausalLM"],
         "model_type": "mova_llama",
@@ -70,7 +70,7 @@ def _released_8b() -> dict:
         "mm_hidden_size": 1024,
         "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch",
-        "mm_vision_tower": [  # spec 4 / 15 #4: base CLIP, then vision_tower_1..7
+        "mm_vision_tower": [  # base CLIP, then vision_tower_1..7
             "openai/clip-vit-large-patch14-336",
             "facebook/dinov2-giant",
             "vary-vit-base-patch16-1024",

@@ -1,11 +1,11 @@
-"""The mova_llama3 chat template against the upstream prompt text (spec 2.1), byte for byte."""
+"""The mova_llama3 chat template against the upstream prompt text, byte for byte."""
 
 import pytest
 
 from mova.conversation import MOVA_LLAMA3, TEMPLATES, build_prompt, get_template
 from mova.errors import ConfigError, InputError
 
-# Spec 2.1, written out by hand with the question filled in.
+# Upstream's answer prompt, written out by hand with the question filled in.
 GOLDEN_ANSWER_PROMPT = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
     "You are a helpful language and vision assistant. You are able to understand the visual content that the user "

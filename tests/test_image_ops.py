@@ -1,6 +1,6 @@
 """Preprocessing parity: our PIL/numpy/torch code against HF's PIL-backend processors built offline.
 
-The HF processors are configured from explicit kwargs as spec section 3 says (no hub access). The
+The HF processors are configured from explicit kwargs (no hub access), with the reference's overrides. The
 reference pads to a square in the mean colour before calling them, so the HF side gets the same
 padding from ``expand_to_square`` (whose geometry is checked on its own below).
 """
@@ -138,7 +138,7 @@ def test_pix2struct_patches_match_hf_processor(width, height, pad, max_patches):
     assert (ours - ref).abs().max().item() <= TOL
 
 
-# The spec lists these padded sides as hitting the float floor: a 44x44 grid instead of 45x45.
+# Padded sides where HF's float floor gives a 44x44 grid instead of 45x45 (docs/reference.md, Preprocessing).
 FLOOR_44 = [28, 35, 39, 49, 53, 56, 63, 70]
 
 

@@ -17,7 +17,7 @@ from mova.routing import (
 )
 from mova.tokenization import build_tiny_bert_tokenizer, build_tiny_llama_tokenizer
 
-# Spec 2.2: upstream ROUTING_PROMPT, copied by hand. Item D has no final period.
+# Upstream ROUTING_PROMPT, copied by hand. Item D has no final period.
 GOLDEN_ROUTING_PROMPT = (
     "You are a helpful assistant router. Based on the visual content, questions, and model pool the user provides, "
     "you need to consider the expertise of these models to select the most 3 suitable models to help you answer the "
@@ -138,7 +138,7 @@ def test_forced_choice_keeps_registry_order_and_letters():
 )
 def test_router_text_is_cleaned_up_and_parses_to_the_same_experts(generated, text):
     # The router's ids are decoded as the reference's transformers 4.37 does (spaces before "," and "."
-    # dropped, spec 1); the clean-up only removes spaces, so the parse is the same as on the raw text.
+    # dropped); the clean-up only removes spaces, so the parse is the same as on the raw text.
     tokenizer = build_tiny_llama_tokenizer()
     processor = MoVAProcessor(MoVAConfig.from_name("tiny-random"), tokenizer, build_tiny_bert_tokenizer())
     ids = [tokenizer.bos_token_id, *tokenizer(generated, add_special_tokens=False).input_ids, tokenizer.eos_token_id]

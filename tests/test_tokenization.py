@@ -1,4 +1,4 @@
-"""Image-placeholder tokenization (spec 2.3), the BERT question text (5.2), tiny and local tokenizers."""
+"""Image-placeholder tokenization, the BERT question text, tiny and local tokenizers."""
 
 import hashlib
 import json
@@ -25,7 +25,8 @@ from mova.tokenization import (
 
 QUESTION = "What is the title of this chart?"
 
-# Spec 2.3: the answer prompt for QUESTION with the Llama-3 tokenizer (to confirm on the real files).
+# The answer prompt for QUESTION with the Llama-3 tokenizer, computed outside the repository with a
+# tiktoken-equivalent tokenizer; test_released_tokenizer_gives_the_reference_ids checks it on the real files.
 GOLDEN_LLAMA3_ANSWER_IDS = (
     [128000, 128000, 128006, 9125, 128007, 271]
     + [2675, 527, 264, 11190, 4221, 323, 11376, 18328, 13, 1472, 527, 3025, 311, 3619, 279, 9302, 2262, 430]
@@ -213,7 +214,7 @@ def test_llama_loader_errors(tmp_path, bert_tok):
         load_llama_tokenizer(tmp_path / "bert")
 
 
-# --- decoding generated ids (spec 1: decode(skip_special_tokens=True).strip() under 4.37) -----------
+# --- decoding generated ids (decode(skip_special_tokens=True).strip() under 4.37) -------------------
 
 # Every clean-up pattern of transformers 4.37 (" .", " ,", " ?", " !", " ' ", " n't", " 'm", " 's", " 've",
 # " 're"), with the leading space a generated answer starts with.
@@ -321,4 +322,4 @@ def test_released_tokenizer_gives_the_reference_ids():
     assert ids == GOLDEN_LLAMA3_ANSWER_IDS
     routing = tokenize_with_image(build_prompt(build_routing_question(QUESTION, list(EXPERTS))), tokenizer)
     assert routing[:46] == GOLDEN_LLAMA3_ANSWER_IDS[:46]
-    assert len(routing) - routing.index(-200) - 1 == 219  # spec 2.3: 214 ids of "\n" + prompt + q, then 5
+    assert len(routing) - routing.index(-200) - 1 == 219  # 214 ids of "\n" + prompt + q, then 5

@@ -2,7 +2,7 @@
 
 Upstream vendors open_clip's ``TimmModel`` around timm's ``vit_base_patch16_224``. This is our own module
 whose parameter names mirror that checkpoint (``trunk.blocks.N.attn.qkv`` ...), so loading needs only the
-expert prefix. It takes the base encoder's CLIP-normalised tensor and resizes it itself (spec 3.5).
+expert prefix. It takes the base encoder's CLIP-normalised tensor and resizes it itself.
 """
 
 import torch

@@ -3,7 +3,7 @@
 
 The input is Pix2Struct's "flattened patches": the image is standardised, resized so that at most
 ``max_patches`` patches fit while keeping the aspect ratio, cut into patches and padded with zero rows
-(``mova.image_ops.pix2struct_patches``, spec 3.4). The same class with base sizes is the Deplot expert
+(``mova.image_ops.pix2struct_patches``). The same class with base sizes is the Deplot expert
 (``deplot.py``).
 """
 

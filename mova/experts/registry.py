@@ -52,7 +52,7 @@ class Dinov2ExpertConfig(ExpertConfig):
             )
 
     def image_input(self) -> SquareImage:
-        """(3, input_size, input_size): the DINOv2 processor with MoVA's overrides (spec 3.2)."""
+        """(3, input_size, input_size): the DINOv2 processor with MoVA's overrides."""
         return SquareImage(self.input_size, IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -91,7 +91,7 @@ class HighResExpertConfig(ViTDetConfig, ExpertConfig):
     image_std: tuple[float, float, float] = CLIP_STD
 
     def image_input(self) -> SquareImage:
-        """(3, S, S), S = ``image_size``: upstream's high-resolution processor (processor 2, spec 3.3).
+        """(3, S, S), S = ``image_size``: upstream's high-resolution processor (its processor 2).
 
         NOTE: the release's ``vary-vit-base-patch16-1024/preprocessor_config.json`` could not be read; this
         is the inferred CLIP-style pipeline (pad to square with the mean colour, bicubic shortest-edge
@@ -103,7 +103,7 @@ class HighResExpertConfig(ViTDetConfig, ExpertConfig):
 
 @dataclass(frozen=True)
 class VarySamBExpertConfig(HighResExpertConfig):
-    """Vary's SAM ViT-B; defaults are the MoVA-8B release (spec 4.3)."""
+    """Vary's SAM ViT-B; defaults are the MoVA-8B release."""
 
     channels_field: ClassVar[str] = "net_2_chans"
 
@@ -143,7 +143,7 @@ VARY_SAM_B = ExpertSpec(
 
 @dataclass(frozen=True)
 class CodetrExpertConfig(HighResExpertConfig):
-    """EVA-02 ViT-L of Co-DETR; defaults are the MoVA-8B release (spec 4.4).
+    """EVA-02 ViT-L of Co-DETR; defaults are the MoVA-8B release.
 
     ``image_size`` is the shared high-resolution input; the expert resizes it to ``input_size`` itself
     and resizes its feature map to ``output_grid`` at the end.
@@ -203,7 +203,8 @@ class Pix2StructExpertConfig(ExpertConfig):
     layer_norm_eps: float = 1e-6
     seq_len: int = 4096  # rows of the row/column embedding tables
     patch_size: int = 16
-    # [I] spec 3.4: 45 x 45. It must be a perfect square: the output tokens are reshaped to a square map.
+    # 45 x 45, inferred (docs/reference.md, Preprocessing). It must be a perfect square: the output tokens
+    # are reshaped to a square map.
     max_patches: int = 2025
 
     def __post_init__(self) -> None:
@@ -217,7 +218,7 @@ class Pix2StructExpertConfig(ExpertConfig):
             raise ConfigError(f"max_patches {self.max_patches} needs row/column ids below seq_len {self.seq_len}")
 
     def image_input(self) -> FlattenedPatches:
-        """(max_patches, 2 + 3 * patch_size**2) flattened patches (spec 3.4).
+        """(max_patches, 2 + 3 * patch_size**2) flattened patches.
 
         NOTE: the processor's image_mean is overridden with CLIP's only to give the pad colour.
         """
@@ -342,7 +343,7 @@ BIOMEDCLIP = ExpertSpec(
 
 @dataclass(frozen=True)
 class SamHExpertConfig(HighResExpertConfig):
-    """SAM ViT-H; defaults are the MoVA-8B release (spec 4.8)."""
+    """SAM ViT-H; defaults are the MoVA-8B release."""
 
     embed_dim: int = 1280
     depth: int = 32

@@ -59,7 +59,7 @@ def test_real_size_names_and_shapes_equal_the_release(cls):
 
 
 def test_real_output_channels_are_the_released_expert_channels():
-    # spec 4.9: expert_channels = [1536, 512, 256, 1536, 768, 768, 256] (A, B, C, D, E, F, G)
+    # the release's expert_channels are [1536, 512, 256, 1536, 768, 768, 256] (A, B, C, D, E, F, G)
     with torch.device("meta"):
         channels = [cls(cls.spec.config_class()).out_channels for cls in EXPERT_CLASSES]
     assert channels == [1536, 1536, 768, 768]
@@ -131,7 +131,7 @@ def test_dinov2_released_weights_in_is_gate_then_up():
     hidden = w_in.shape[0] // 2
     assert w_in.shape == (2 * hidden, 32) and w_out.shape == (32, hidden)
     x = torch.randn(5, 32, dtype=torch.float64)
-    # spec 4.2: the 4.37 SwiGLU splits weights_in's output in halves a, b and computes silu(a) * b
+    # the 4.37 SwiGLU splits weights_in's output in halves a, b and computes silu(a) * b
     a, b = (x @ w_in.double().T + b_in.double()).split(hidden, dim=-1)
     expected = (F.silu(a) * b) @ w_out.double().T + b_out.double()
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_dinov2_released_state_dict_loads_strictly_and_gives_the_same_output():
 def test_dinov2_preprocess_matches_hf_bit_processor_with_the_imagenet_pad_colour():
     image = random_image(50, 27, seed=3)
     got = Dinov2Expert.spec.tiny_config.image_input()(image)
-    canvas = Image.new("RGB", (50, 50), (123, 116, 103))  # spec 3.2 pad colour
+    canvas = Image.new("RGB", (50, 50), (123, 116, 103))  # ImageNet mean pad colour
     canvas.paste(image, (0, (50 - 27) // 2))
     processor = BitImageProcessorPil(
         do_resize=True,

@@ -1,7 +1,7 @@
 """The ViTDet-style experts (B Vary SAM-B, C Co-DETR, G SAM-H) and their shared encoder.
 
-Every numeric check compares the float32 modules with a float64 computation written here from the spec
-(sections 3.6, 4.3, 4.4, 4.8, 5.3): explicit window loops, explicit relative-position index tables,
+Every numeric check compares the float32 modules with a float64 computation written here independently
+of them: explicit window loops, explicit relative-position index tables,
 RoPE as complex rotations, explicit LayerNorm / GELU / convolutions / resizes.
 """
 
@@ -43,7 +43,7 @@ def _p64(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v.detach().double() for k, v in module.state_dict().items() if k.startswith(prefix)}
 
 
-# --- float64 reference pieces, written from the spec ------------------------------------------------
+# --- float64 reference pieces, written independently of the modules -------------------------------
 
 
 def _ln(x, w, b, eps):
@@ -125,7 +125,7 @@ def _sam_attend(p, num_heads):
 
 
 def _rope_angles(side, head_dim, pt_seq_len, theta):
-    """(side*side, head_dim/2) rotation angle of each channel pair, straight from spec 4.4 / 5.3."""
+    """(side*side, head_dim/2) rotation angle of each channel pair, from the formula."""
     d = head_dim // 2  # per-axis width
     freqs = [theta ** (-2 * i / d) for i in range(d // 2)]
     angles = torch.zeros(side * side, head_dim // 2, dtype=torch.float64)
@@ -246,14 +246,14 @@ def _ref_codetr_neck(x, p, eps):
 # --- 1. contract, shapes, names -----------------------------------------------------------------
 
 
-ROUTING_SENTENCES = {  # spec 2.2, the items after "B. ", "C. ", "G. "
+ROUTING_SENTENCES = {  # upstream ROUTING_PROMPT, the items after "B. ", "C. ", "G. "
     "vary_sam_b": "This model can handle images with text accurately and efficiently but fails to process natural "
     "images.",
     "codetr": "This model is a state-of-the-art object detector that can identify objects in images.",
     "sam_h": "This model is a leading image segmentation framework and achieves strong zero-shot segmentation "
     "performance.",
 }
-RELEASE = {  # name -> (legacy index, out channels, output map side) from spec 2.2 / 4.9
+RELEASE = {  # name -> (legacy index, out channels, output map side)
     "vary_sam_b": (2, 512, 32),
     "codetr": (3, 256, 37),
     "sam_h": (7, 256, 64),
@@ -283,7 +283,7 @@ def test_tiny_forward_shape_dtype(cls):
 
 
 def _expected_release_names(name):
-    """Names and shapes of the released expert, reconstructed from spec 4.3 / 4.4 / 4.8 / 11.2."""
+    """Names and shapes of the released expert, reconstructed by hand from its architecture."""
     rows = {}
 
     def add(prefix, **shapes):
@@ -420,7 +420,7 @@ def test_codetr_rope_tables_follow_the_formula():
     win = VisionRotaryEmbedding(32, 16, 16)
     assert glb.freqs_cos.shape == (6400, 64) and win.freqs_cos.shape == (256, 64)
 
-    def theta(i):  # spec 4.4: theta_i = 10000^(-i/16), i = 0..15
+    def theta(i):  # theta_i = 10000^(-i/16), i = 0..15
         return 10000 ** (-i / 16)
 
     # token n = r*80 + c; channels j < 32 rotate with row position r*0.2, j >= 32 with column c*0.2.
