@@ -23,9 +23,11 @@ import orjson
 
 from .answering import ModelSettings, prompt_problem_records, unit_groups
 from .errors import SetupError
+from .jobs import Job
 from .planning import RunPlan
 from .records import RecordContext, build_record, error_fields
 from .replica import Replica, decode_row, units_per_call
+from .sources import SourceUnit
 from .spec import RAY_LOCAL, AskSpec
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ TASK_RETRIES = 3  # tries of a replica's batch after its process died, before it
 DECODE_CPUS = 0.5  # a decoding task's CPU share: not the replicas' 1, so Ray keeps decoding in its own tasks
 CONNECT_TIMEOUT_S = 10.0
 KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # ray.init replaces their handlers
+DATA_SETTINGS = {
+    "enable_progress_bars": False,  # the run's own progress is on stderr
+    "max_errored_blocks": -1,  # a batch lost on every retry: its jobs become error records, not a failed run
+    "enable_fallback_to_arrow_object_ext_type": True,  # rows hold our dataclasses, pickled by Ray (no warning)
+}
 LOGS_HINT = "Ray's logs are under /tmp/ray/session_latest/logs on each node"
 
 
@@ -117,12 +124,13 @@ def _check_reachable(address: str) -> None:
 
 
 def _size_pool(ray: Any, spec: AskSpec, address: str | None) -> RayCluster:
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
     per_replica = spec.gpus_per_replica if spec.gpus_per_replica is not None else (1 if gpus else 0)
     if per_replica > gpus:
         raise SetupError(f"--gpus-per-replica {per_replica}: the Ray cluster has {gpus} GPU(s)")
     replicas = spec.replicas or (gpus // per_replica if per_replica else 1)
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cpus = resources.get("CPU", 0)
     if replicas + DECODE_CPUS > cpus:
         raise SetupError(
             f"{replicas} replica(s) take one CPU each and decoding needs more, but the Ray cluster has {cpus:g} "
@@ -144,10 +152,33 @@ def answer_on_ray(
         return
     if cluster.gpus_per_replica == 0 and settings.device == "auto":
         settings = replace(settings, device="cpu")  # a replica without GPUs must not reach for one
-    data_context = ray.data.DataContext.get_current()
-    data_context.enable_progress_bars = False  # the run's own progress is on stderr
-    data_context.max_errored_blocks = -1  # a batch lost on every retry: its jobs become error records below
-    data_context.enable_fallback_to_arrow_object_ext_type = True  # rows hold our dataclasses, as Ray pickles them
+    with _data_settings(ray.data.DataContext.get_current()):
+        yield from _answered(ray, groups, settings, context=context, spec=spec, cluster=cluster)
+
+
+@contextmanager
+def _data_settings(data_context: Any) -> Iterator[None]:
+    """Ray Data's settings for the run, put back at its end (a caller's own datasets keep theirs)."""
+    saved = {name: getattr(data_context, name) for name in DATA_SETTINGS}
+    for name, value in DATA_SETTINGS.items():
+        setattr(data_context, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(data_context, name, value)
+
+
+def _answered(
+    ray: Any,
+    groups: list[tuple[SourceUnit, list[Job]]],
+    settings: ModelSettings,
+    *,
+    context: RecordContext,
+    spec: AskSpec,
+    cluster: RayCluster,
+) -> Iterator[dict[str, Any]]:
+    """The dataset of ``groups`` through the decoding tasks and the replicas; each job's record once."""
     rows = [{"unit": unit, "jobs": jobs} for unit, jobs in groups]
     decoded = ray.data.from_items(rows, override_num_blocks=len(rows)).map(decode_row, num_cpus=DECODE_CPUS)
     with warnings.catch_warnings():

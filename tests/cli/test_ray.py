@@ -278,6 +278,9 @@ def test_a_job_no_replica_answered_is_an_error_record_and_a_repeat_is_dropped(tm
     context = RecordContext(run_plan.params, ModelInfo(id="tiny-random"), RunInfo(run_id="r"), mova_version="0")
     cluster = RayCluster(address="local", replicas=1, gpus_per_replica=0)
     settings = ModelSettings.from_spec(spec, offload_dir=None)
+    data_context = ray.data.DataContext.get_current()
+    before = data_context.max_errored_blocks
     records = list(answer_on_ray(run_plan, settings, context=context, spec=spec, cluster=cluster))
+    assert data_context.max_errored_blocks == before  # the run's Ray Data settings are put back
     assert [r["id"] for r in records] == [first.id, second.id, lost.id]
     assert records[-1]["status"] == "error" and records[-1]["error"]["type"] == "replica_lost"
