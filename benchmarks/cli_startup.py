@@ -1,6 +1,6 @@
 """Start-up time of the `mova` command: `python benchmarks/cli_startup.py [--runs N]`.
 
-Times `mova --help`, `mova ask --help` and `mova --version` as fresh processes (the installed console
+Times `mova --help`, `mova ask --help`, `mova --version` and `mova experts` as fresh processes (the installed console
 script when found, else `python -m mova_cli`) and, for scale, `python -c "import torch"`. The target
 is `mova --help` under 0.5 s: the CLI must not import torch or transformers before it has work to do.
 Exits 1 when the median of `mova --help` misses the target.
@@ -37,6 +37,7 @@ def main() -> int:
         "mova --help": [*mova, "--help"],
         "mova ask --help": [*mova, "ask", "--help"],
         "mova --version": [*mova, "--version"],
+        "mova experts": [*mova, "experts"],
         "python -c 'import torch' (reference)": [sys.executable, "-c", "import torch"],
     }
     print(f"{'command':40s} {'min':>7s} {'median':>7s} {'max':>7s}   ({args.runs} runs, {' '.join(mova)})")
